@@ -1,0 +1,32 @@
+# Two entry points, each doing its own set-up: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck unit clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python examples/demo/setup_demo.py
+	cd examples/demo && ../../$(BIN)/processman run processman.toml
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests testdata examples benchmarks
+	$(BIN)/ruff format --check src tests || true
+
+typecheck: $(STAMP)
+	$(BIN)/mypy src
+
+test: $(STAMP)
+	$(BIN)/ruff check src tests testdata examples benchmarks
+	$(BIN)/mypy src
+	$(BIN)/pytest -q
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -1,0 +1,46 @@
+"""processman: a process supervisor for the helper processes an application depends on.
+
+Use it as a library::
+
+    async with ProcessManager(load_config("processman.toml")) as manager:
+        await manager.restart("worker")
+
+or run ``processman run``. Child output goes to loguru records that stay disabled
+until the application calls ``logger.enable("processman")``.
+"""
+
+from __future__ import annotations
+
+from loguru import logger
+
+from processman._version import __version__
+from processman.adapters.config import load_config
+from processman.app.manager import ProcessManager
+from processman.domain.errors import (
+    ConfigError,
+    InterpreterNotFoundError,
+    ProcessmanError,
+    SpawnError,
+    TemplateError,
+    UnknownProcessError,
+)
+from processman.domain.model import Config, ProcessSpec, ProcessStatus, RestartPolicy, Status
+
+logger.disable("processman")
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "InterpreterNotFoundError",
+    "ProcessManager",
+    "ProcessSpec",
+    "ProcessStatus",
+    "ProcessmanError",
+    "RestartPolicy",
+    "SpawnError",
+    "Status",
+    "TemplateError",
+    "UnknownProcessError",
+    "__version__",
+    "load_config",
+]

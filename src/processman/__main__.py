@@ -1,0 +1,5 @@
+"""``python -m processman``."""
+
+from processman.app.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Adapters: the concrete ways processman reaches the outside world."""

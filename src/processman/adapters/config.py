@@ -1,0 +1,420 @@
+"""Config files -> the domain ``Config``: discovery, parsing, templates, paths.
+
+TOML, YAML and JSON documents decode into the Structs of ``domain.config_schema``;
+the legacy ``pb_processes.json`` array and ``Procfile`` have their own small
+readers. Every problem becomes one ``ConfigError(file, field, reason)``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import re
+import shlex
+import tomllib
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+import yaml
+
+from processman.domain.config_schema import RawApi, RawConfig, RawLogs, RawProcess, parse_size
+from processman.domain.dotenv import parse_dotenv
+from processman.domain.durations import parse_duration
+from processman.domain.errors import ConfigError, TemplateError
+from processman.domain.model import (
+    ApiSettings,
+    Config,
+    LogSettings,
+    ProcessSpec,
+    RestartPolicy,
+    check_id,
+    normalise_signal,
+)
+from processman.domain.templating import expand
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+#: Files ``run`` and ``check`` look for, in order, when no CONFIG is given.
+DISCOVERY_ORDER = (
+    "processman.toml",
+    "processman.yaml",
+    "processman.yml",
+    "processman.json",
+    "pb_processes.json",
+    "Procfile",
+)
+
+_RAW_FIELDS = {f.encode_name for f in msgspec.structs.fields(RawProcess)}
+_PROCFILE_LINE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9_.-]{0,63})\s*:\s*(.*)$")
+_LISTEN = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]*):(\d{1,5})$")
+
+
+def discover(directory: str | os.PathLike[str] = ".") -> Path:
+    """The first config file of ``DISCOVERY_ORDER`` in ``directory``.
+
+    Raises:
+        ConfigError: when there is none.
+    """
+    base = Path(directory)
+    for name in DISCOVERY_ORDER:
+        candidate = base / name
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(
+        str(base.resolve()), "", "no config file found; looked for " + ", ".join(DISCOVERY_ORDER)
+    )
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    api_listen: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Read, validate and resolve a config file.
+
+    Args:
+        path: the file; None looks in the current directory (``DISCOVERY_ORDER``).
+        api_listen: ``HOST:PORT`` that overrides ``api.listen`` (the CLI's ``--api``).
+        environ: the environment templates read; the process environment by default.
+
+    Raises:
+        ConfigError: naming the file, the field and the reason.
+    """
+    file = Path(path) if path is not None else discover()
+    name = str(file)
+    try:
+        data = file.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(name, "", "file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(name, "", "is a directory, not a config file") from None
+    except OSError as exc:
+        raise ConfigError(name, "", f"cannot read: {exc.strerror or exc}") from None
+    env = dict(os.environ if environ is None else environ)
+    return parse_config(data, file, api_listen=api_listen, environ=env)
+
+
+def parse_config(
+    data: bytes,
+    file: Path,
+    *,
+    api_listen: str | None = None,
+    environ: Mapping[str, str],
+) -> Config:
+    """Parse the bytes of a config file named ``file`` (its name picks the format)."""
+    name = str(file)
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(name, "", f"not UTF-8 text (byte {exc.start})") from None
+    if not text.strip():
+        raise ConfigError(name, "", "the file is empty")
+    base_dir = str(file.resolve().parent)
+    builder = _Builder(name, base_dir, environ)
+    if file.name == "Procfile" or file.name.startswith("Procfile."):
+        return builder.procfile(text)
+    document = _parse_document(name, file.suffix.lower(), text)
+    if isinstance(document, list) and file.suffix.lower() == ".json":
+        processes = _convert(name, document, list[RawProcess], prefix="")
+        return builder.build(RawConfig(processes=processes), api_listen, legacy=True)
+    if not isinstance(document, dict):
+        expected = "an object with a `processes` list"
+        if file.suffix.lower() == ".json":
+            expected += " (or, for pb_processes.json, a list of processes)"
+        raise ConfigError(name, "", f"expected {expected}, got {_type_name(document)}")
+    raw = _convert(name, document, RawConfig, prefix="")
+    return builder.build(raw, api_listen, legacy=False)
+
+
+def _parse_document(name: str, suffix: str, text: str) -> Any:
+    if suffix == ".toml":
+        try:
+            return tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(name, "", f"invalid TOML: {exc}") from None
+    if suffix in (".yaml", ".yml"):
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(exc, "problem", None) or str(exc)
+            raise ConfigError(name, "", f"invalid YAML{where}: {problem}") from None
+    if suffix == ".json":
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(
+                name, "", f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
+            ) from None
+    raise ConfigError(
+        name,
+        "",
+        f"unknown config format {suffix or '(no extension)'!r}: "
+        "use .toml, .yaml, .yml, .json or a Procfile",
+    )
+
+
+def _type_name(value: object) -> str:
+    return {
+        list: "a list",
+        str: "a string",
+        int: "a number",
+        float: "a number",
+        bool: "a boolean",
+    }.get(type(value), type(value).__name__)
+
+
+_PATH_IN_MESSAGE = re.compile(r" - at `\$(.*)`$")
+_UNKNOWN = re.compile(r"Object contains unknown field `(.+?)`")
+_MISSING = re.compile(r"Object missing required field `(.+?)`")
+
+
+def _convert(name: str, document: Any, kind: Any, prefix: str) -> Any:
+    try:
+        return msgspec.convert(document, kind)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        match = _PATH_IN_MESSAGE.search(message)
+        path = prefix + (match.group(1) if match else "")
+        reason = message[: match.start()] if match else message
+        path = path.lstrip(".")
+        if unknown := _UNKNOWN.match(reason):
+            key = unknown.group(1)
+            path = f"{path}.{key}" if path else key
+            reason = f"unknown key {key!r}"
+            close = difflib.get_close_matches(key, sorted(_RAW_FIELDS), n=1)
+            if close and key != close[0]:
+                reason += f" (did you mean {close[0]!r}?)"
+        elif missing := _MISSING.match(reason):
+            key = missing.group(1)
+            path = f"{path}.{key}" if path else key
+            reason = f"required key {key!r} is missing"
+        else:
+            reason = reason.replace("`", "")
+        raise ConfigError(name, path, reason) from None
+
+
+class _Builder:
+    """Turns raw file values into resolved ``ProcessSpec``s, one field at a time."""
+
+    def __init__(self, file: str, base_dir: str, environ: Mapping[str, str]) -> None:
+        self.file = file
+        self.base_dir = base_dir
+        self.environ = environ
+
+    def error(self, field: str, reason: str) -> ConfigError:
+        return ConfigError(self.file, field, reason)
+
+    def expand(self, text: str, field: str, lookup: Callable[[str], str | None]) -> str:
+        try:
+            return expand(text, lookup)
+        except TemplateError as exc:
+            raise self.error(field, exc.reason) from None
+
+    def build(self, raw: RawConfig, api_listen: str | None, *, legacy: bool) -> Config:
+        api = self.api(raw.api, api_listen)
+        logs = self.logs(raw.logs)
+        prefix = "" if legacy else "processes"
+        specs: list[ProcessSpec] = []
+        first_seen: dict[str, str] = {}
+        for index, process in enumerate(raw.processes):
+            field = f"{prefix}[{index}]"
+            if process.id in first_seen:
+                raise self.error(
+                    f"{field}.id", f"duplicate id {process.id!r} (also {first_seen[process.id]})"
+                )
+            first_seen[process.id] = field
+            specs.append(self.process(process, field, api))
+        return Config(processes=tuple(specs), api=api, logs=logs, source=self.file)
+
+    def api(self, raw: RawApi, override: str | None) -> ApiSettings:
+        lookup = self.environ.get
+        listen = override if override is not None else raw.listen
+        field = "--api" if override is not None else "api.listen"
+        if listen is not None:
+            listen = self.expand(listen, field, lookup)
+            if not _LISTEN.match(listen):
+                raise self.error(field, f"expected HOST:PORT, got {listen!r}")
+            if not 0 < int(listen.rsplit(":", 1)[1]) < 65536:
+                raise self.error(field, f"port out of range in {listen!r}")
+        token = self.expand(raw.token, "api.token", lookup) if raw.token is not None else None
+        return ApiSettings(listen=listen or None, token=token or None)
+
+    def logs(self, raw: RawLogs) -> LogSettings:
+        directory = None
+        if raw.dir:
+            directory = self.path(self.expand(raw.dir, "logs.dir", self.environ.get), self.base_dir)
+        try:
+            rotation = parse_size(raw.rotation)
+        except ValueError as exc:
+            raise self.error("logs.rotation", str(exc)) from None
+        return LogSettings(
+            dir=directory,
+            rotation_bytes=rotation,
+            retention=raw.retention,
+            buffer_lines=raw.buffer_lines,
+            console=raw.console,
+        )
+
+    @staticmethod
+    def path(value: str, base: str) -> str:
+        return os.path.normpath(os.path.join(base, os.path.expanduser(value)))
+
+    def process(self, raw: RawProcess, field: str, api: ApiSettings) -> ProcessSpec:
+        try:
+            check_id(raw.id)
+        except ValueError as exc:
+            raise self.error(f"{field}.id", str(exc)) from None
+        if raw.script is not None and raw.command is not None:
+            raise self.error(f"{field}.command", "give either `script` or `command`, not both")
+        if raw.script is None and raw.command is None:
+            raise self.error(field, "needs `script` or `command`")
+        interpreter = raw.interpreter or None
+        if interpreter is not None and raw.command is not None:
+            raise self.error(
+                f"{field}.interpreter", "`interpreter` applies to `script`, not to `command`"
+            )
+
+        builtins = {"PROCESSMAN_ID": raw.id, "PROCESSMAN_API": api.base_url}
+
+        def early(name: str) -> str | None:
+            return builtins.get(name, self.environ.get(name))
+
+        cwd = self.base_dir
+        if raw.cwd:
+            cwd = self.path(self.expand(raw.cwd, f"{field}.cwd", early), self.base_dir)
+
+        file_env: dict[str, str] = {}
+        if raw.env_file:
+            env_path = self.path(raw.env_file, cwd)
+            try:
+                file_env = parse_dotenv(Path(env_path).read_text(encoding="utf-8"))
+            except OSError as exc:
+                raise self.error(
+                    f"{field}.envFile", f"cannot read {env_path}: {exc.strerror or exc}"
+                ) from None
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise self.error(f"{field}.envFile", f"{env_path}: {exc}") from None
+
+        def lookup(name: str) -> str | None:
+            if name in builtins:
+                return builtins[name]
+            if name in file_env:
+                return file_env[name]
+            return self.environ.get(name)
+
+        env = dict(file_env)
+        for key, value in raw.env.items():
+            env[key] = self.expand(value, f"{field}.env.{key}", lookup)
+
+        command: tuple[str, ...] | None = None
+        if raw.command is not None:
+            command = self.command(raw.command, f"{field}.command", lookup, cwd)
+        args = tuple(
+            self.expand(arg, f"{field}.args[{i}]", lookup) for i, arg in enumerate(raw.args)
+        )
+        script = self.path(raw.script, cwd) if raw.script is not None else None
+        if interpreter is not None and interpreter != "auto" and "/" in interpreter:
+            interpreter = self.path(interpreter, cwd)
+
+        seconds = {
+            name: self.duration(getattr(raw, name), f"{field}.{camel}")
+            for name, camel in (
+                ("backoff", "backoff"),
+                ("max_backoff", "maxBackoff"),
+                ("healthy_after", "healthyAfter"),
+                ("stop_timeout", "stopTimeout"),
+                ("watch_debounce", "watchDebounce"),
+            )
+        }
+        if seconds["max_backoff"] < seconds["backoff"]:
+            raise self.error(
+                f"{field}.maxBackoff", f"{raw.max_backoff!r} is below backoff {raw.backoff!r}"
+            )
+        try:
+            stop_signal = normalise_signal(raw.stop_signal)
+        except ValueError as exc:
+            raise self.error(f"{field}.stopSignal", str(exc)) from None
+
+        watch_paths: tuple[str, ...] = ()
+        if raw.watch_paths is not None:
+            watch_paths = tuple(
+                self.path(self.expand(p, f"{field}.watchPaths[{i}]", lookup), cwd)
+                for i, p in enumerate(raw.watch_paths)
+            )
+        elif raw.dev_mode:
+            watch_paths = (cwd,)
+
+        return ProcessSpec(
+            id=raw.id,
+            cwd=cwd,
+            script=script,
+            command=command,
+            args=args,
+            env=env,
+            interpreter=interpreter,
+            restart=RestartPolicy(raw.restart),
+            max_retries=raw.max_retries,
+            stop_signal=stop_signal,
+            autostart=raw.autostart,
+            dev_mode=raw.dev_mode,
+            watch_paths=watch_paths,
+            watch_ignore=tuple(raw.watch_ignore),
+            **seconds,
+        )
+
+    def command(
+        self,
+        value: str | list[str],
+        field: str,
+        lookup: Callable[[str], str | None],
+        cwd: str,
+    ) -> tuple[str, ...]:
+        if isinstance(value, str):
+            try:
+                words = shlex.split(value)
+            except ValueError as exc:
+                raise self.error(field, f"cannot split {value!r}: {exc}") from None
+        else:
+            words = list(value)
+        argv = [self.expand(word, field, lookup) for word in words]
+        if not argv or not argv[0]:
+            raise self.error(field, "the command is empty")
+        if "/" in argv[0]:
+            argv[0] = self.path(argv[0], cwd)
+        return tuple(argv)
+
+    def duration(self, value: str | int, field: str) -> float:
+        try:
+            return parse_duration(value)
+        except ValueError as exc:
+            raise self.error(field, str(exc)) from None
+
+    def procfile(self, text: str) -> Config:
+        specs: list[ProcessSpec] = []
+        seen: dict[str, int] = {}
+        for number, raw_line in enumerate(text.splitlines(), start=1):
+            line = raw_line.strip()
+            if not line or line.startswith("#"):
+                continue
+            field = f"line {number}"
+            match = _PROCFILE_LINE.match(line)
+            if not match:
+                raise self.error(field, f"expected `name: command`, got {line!r}")
+            name, command = match.group(1), match.group(2).strip()
+            if not command:
+                raise self.error(field, f"process {name!r} has no command")
+            if name in seen:
+                raise self.error(field, f"duplicate id {name!r} (also line {seen[name]})")
+            seen[name] = number
+            specs.append(
+                ProcessSpec(id=name, cwd=self.base_dir, command=("/bin/sh", "-c", command))
+            )
+        if not specs:
+            raise self.error("", "no processes: expected `name: command` lines")
+        return Config(processes=tuple(specs), source=self.file)

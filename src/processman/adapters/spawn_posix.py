@@ -1,0 +1,151 @@
+"""POSIX spawner: each process in its own session and process group.
+
+Stop = ``stopSignal`` to the group, wait ``stopTimeout``, SIGKILL the group, and
+return only when no live (non-zombie) member of the group is left.
+"""
+
+from __future__ import annotations
+
+import os
+import signal as signal_module
+import subprocess
+import sys
+from typing import TYPE_CHECKING
+
+import anyio
+
+from processman.domain.errors import SpawnError
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterable
+
+    from anyio.abc import Process
+
+    from processman.domain.ports import SpawnRequest
+
+#: How long to wait for a SIGKILLed group to disappear before giving up (D-state processes).
+KILL_GRACE = 5.0
+
+
+class PosixSpawner:
+    """``Spawner`` for Linux and macOS."""
+
+    async def spawn(self, request: SpawnRequest) -> PosixProcess:
+        """Start ``request.argv`` in a new session; its pid is also its process group id."""
+        _check_cwd(request.cwd)
+        program = request.argv[0]
+        try:
+            process = await anyio.open_process(
+                list(request.argv),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                cwd=request.cwd,
+                env=dict(request.env),
+                start_new_session=True,
+            )
+        except FileNotFoundError:
+            where = "file not found" if "/" in program else "not found on PATH"
+            raise SpawnError(program, where) from None
+        except PermissionError:
+            raise SpawnError(program, "permission denied (is it executable?)") from None
+        except OSError as exc:
+            raise SpawnError(program, exc.strerror or str(exc)) from None
+        return PosixProcess(process)
+
+
+class PosixProcess:
+    """A child started by ``PosixSpawner``, leader of its own process group."""
+
+    def __init__(self, process: Process) -> None:
+        self._process = process
+        self._pgid = process.pid
+
+    @property
+    def pid(self) -> int:
+        """The child's pid (and process group id)."""
+        return self._process.pid
+
+    @property
+    def stdout(self) -> AsyncIterable[bytes]:
+        """The child's stdout pipe."""
+        assert self._process.stdout is not None
+        return self._process.stdout
+
+    @property
+    def stderr(self) -> AsyncIterable[bytes]:
+        """The child's stderr pipe."""
+        assert self._process.stderr is not None
+        return self._process.stderr
+
+    async def wait(self) -> int:
+        """The exit code; -N for a death by signal N."""
+        return await self._process.wait()
+
+    async def stop(self, signal: str, grace: float) -> int | None:
+        """Signal the group, then SIGKILL it after ``grace`` seconds; return when it is empty."""
+        _signal_group(self._pgid, signal_module.Signals[signal])
+        with anyio.move_on_after(grace):
+            await self._process.wait()
+            await _wait_group_gone(self._pgid)
+        if _group_alive(self._pgid) or self._process.returncode is None:
+            _signal_group(self._pgid, signal_module.SIGKILL)
+            with anyio.move_on_after(KILL_GRACE):
+                await self._process.wait()
+                await _wait_group_gone(self._pgid)
+        return self._process.returncode
+
+
+def _check_cwd(cwd: str) -> None:
+    # One stat, done inline: a worker thread would cost more than the call.
+    if not os.path.isdir(cwd):
+        reason = "does not exist" if not os.path.exists(cwd) else "is not a directory"
+        raise SpawnError(cwd, f"working directory {reason}")
+
+
+def _signal_group(pgid: int, sig: signal_module.Signals) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass
+    except PermissionError:  # pragma: no cover - a member changed uid; kill what we may
+        pass
+
+
+async def _wait_group_gone(pgid: int) -> None:
+    delay = 0.002
+    while _group_alive(pgid):
+        await anyio.sleep(delay)
+        delay = min(delay * 2, 0.05)
+
+
+def _group_alive(pgid: int) -> bool:
+    """True while the group has a member that is not a zombie."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # pragma: no cover
+        return True
+    if not sys.platform.startswith("linux"):
+        return True
+    # killpg(0) also succeeds for zombies (reparented orphans an init may never reap):
+    # look at the members' states.
+    return any(True for _ in live_group_members(pgid))
+
+
+def live_group_members(pgid: int) -> list[int]:
+    """Pids of the non-zombie processes of group ``pgid`` (Linux, via /proc)."""
+    members = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as stat:
+                data = stat.read()
+        except OSError:
+            continue
+        fields = data[data.rfind(b")") + 2 :].split()
+        if int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
+            members.append(int(entry.name))
+    return members

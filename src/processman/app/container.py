@@ -1,0 +1,57 @@
+"""The wiring diagram: the only place that names concrete adapters.
+
+Read it top to bottom: the decoded config goes in, the clock, the spawner (chosen by
+platform) and the log sinks come out. ``ProcessManager`` asks one of these for its
+collaborators; override a provider to swap one::
+
+    container = Container()
+    container.spawner.override(providers.Object(MySpawner()))
+    ProcessManager(config, container=container)
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING
+
+from dependency_injector import containers, providers
+
+from processman.adapters.clock import AnyioClock
+from processman.adapters.logs import FileSink, LoguruSink, RingBufferSink
+from processman.adapters.spawn_posix import PosixSpawner
+from processman.domain.model import Config
+
+if TYPE_CHECKING:
+    from processman.domain.ports import LogSink
+
+
+def platform_family() -> str:
+    """``"windows"`` or ``"posix"``: the key of the spawner ``Selector``."""
+    return "windows" if sys.platform == "win32" else "posix"
+
+
+def _sinks(*sinks: LogSink | None) -> list[LogSink]:
+    return [sink for sink in sinks if sink is not None]
+
+
+class Container(containers.DeclarativeContainer):
+    """processman's adapters, wired."""
+
+    config = providers.Dependency(instance_of=Config)
+
+    clock = providers.Singleton(AnyioClock)
+
+    # Windows: a job-object spawner is planned (issue 5); until then the Selector
+    # has no "windows" choice and says so when asked.
+    spawner = providers.Selector(
+        providers.Callable(platform_family),
+        posix=providers.Singleton(PosixSpawner),
+    )
+
+    ring_buffer = providers.Singleton(RingBufferSink, capacity=config.provided.logs.buffer_lines)
+
+    log_sinks = providers.Callable(
+        _sinks,
+        providers.Singleton(LoguruSink),
+        providers.Singleton(FileSink.from_settings, config.provided.logs),
+    )

@@ -1,0 +1,176 @@
+"""``ProcessManager``: the public service that supervises every process of a config."""
+
+from __future__ import annotations
+
+import os
+from contextlib import AsyncExitStack
+from typing import TYPE_CHECKING
+
+import anyio
+from dependency_injector import providers
+
+from processman.app.container import Container
+from processman.app.runner import ProcessRunner
+from processman.domain.errors import UnknownProcessError
+from processman.domain.model import Config, ProcessStatus, Status
+
+if TYPE_CHECKING:
+    import builtins
+    from collections.abc import Awaitable, Callable, Iterable, Sequence
+    from types import TracebackType
+
+    from processman.adapters.logs import LogEntry, RingBufferSink
+    from processman.domain.ports import Clock, LogSink, Spawner
+
+#: After every tree is gone, how long the output readers get to drain the pipes.
+DRAIN_GRACE = 1.0
+
+
+class ProcessManager:
+    """Supervises the processes of a ``Config``; use it as an async context manager.
+
+    Entering starts every ``autostart`` process (in parallel) and returns once each is
+    spawned or failed; leaving stops every process in parallel and returns when every
+    tree is gone.
+
+    Args:
+        config: the processes to supervise (``load_config``).
+        spawner, clock: replace the container's adapters.
+        log_sinks: replace the container's log sinks (the ring buffer the API serves
+            is always kept).
+        container: a ``processman.app.Container``, e.g. with providers overridden.
+        environ: the environment children inherit (``os.environ`` by default).
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        spawner: Spawner | None = None,
+        clock: Clock | None = None,
+        log_sinks: Sequence[LogSink] | None = None,
+        container: Container | None = None,
+        environ: dict[str, str] | None = None,
+    ) -> None:
+        self.config = config
+        self.container = container if container is not None else Container()
+        self.container.config.override(providers.Object(config))
+        self._spawner: Spawner = spawner if spawner is not None else self.container.spawner()
+        self._clock: Clock = clock if clock is not None else self.container.clock()
+        self.ring_buffer: RingBufferSink = self.container.ring_buffer()
+        extra = list(log_sinks) if log_sinks is not None else self.container.log_sinks()
+        self._sinks: list[LogSink] = [self.ring_buffer, *extra]
+        self._environ = dict(os.environ if environ is None else environ)
+        self._runners: dict[str, ProcessRunner] = {}
+        self._stack: AsyncExitStack | None = None
+
+    # --- lifecycle ------------------------------------------------------------------
+
+    async def __aenter__(self) -> ProcessManager:
+        if self._stack is not None:
+            raise RuntimeError("this ProcessManager is already running")
+        stack = AsyncExitStack()
+        await stack.__aenter__()
+        try:
+            tg = await stack.enter_async_context(anyio.create_task_group())
+            stack.callback(tg.cancel_scope.cancel)  # lingering pipe readers, last of all
+            stack.push_async_callback(self._shutdown)
+            api_url = self.config.api.base_url
+            for spec in self.config.processes:
+                self._runners[spec.id] = ProcessRunner(
+                    spec,
+                    spawner=self._spawner,
+                    clock=self._clock,
+                    sinks=self._sinks,
+                    task_group=tg,
+                    environ=self._environ,
+                    api_url=api_url,
+                )
+            autostart = [r for r in self._runners.values() if r.spec.autostart]
+            await _each(autostart, ProcessRunner.start)
+        except BaseException:
+            await stack.__aexit__(None, None, None)
+            raise
+        self._stack = stack
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        stack, self._stack = self._stack, None
+        if stack is None:
+            return None
+        return await stack.__aexit__(exc_type, exc, tb)
+
+    async def _shutdown(self) -> None:
+        with anyio.CancelScope(shield=True):
+            await _each(self._runners.values(), ProcessRunner.stop)
+            # The readers end at EOF once the trees are gone: let them finish the pipes.
+            with anyio.move_on_after(DRAIN_GRACE):
+                for runner in self._runners.values():
+                    await runner.wait_drained()
+            for sink in self._sinks:
+                sink.close()
+
+    # --- queries --------------------------------------------------------------------
+
+    def status(self, process_id: str) -> ProcessStatus:
+        """The status of one process.
+
+        Raises:
+            UnknownProcessError: no process has this id.
+        """
+        return self._runner(process_id).status()
+
+    def list(self) -> builtins.list[ProcessStatus]:
+        """The status of every process, in config order."""
+        return [runner.status() for runner in self._runners.values()]
+
+    def logs(self, process_id: str, tail: int = 100) -> builtins.list[LogEntry]:
+        """The last ``tail`` buffered lines of a process, oldest first."""
+        self._runner(process_id)
+        return self.ring_buffer.tail(process_id, tail)
+
+    async def wait_for_status(self, process_id: str, *statuses: Status | str) -> ProcessStatus:
+        """Wait until the process is in one of ``statuses``; wrap in ``anyio.fail_after``."""
+        wanted = [Status(s) for s in statuses]
+        return await self._runner(process_id).wait_for_status(wanted)
+
+    # --- commands -------------------------------------------------------------------
+
+    async def start(self, process_id: str) -> ProcessStatus:
+        """Start a process; return its status once it is spawned (or failed)."""
+        return await self._runner(process_id).start()
+
+    async def stop(self, process_id: str) -> ProcessStatus:
+        """Stop a process; return once its whole tree is gone."""
+        return await self._runner(process_id).stop()
+
+    async def restart(self, process_id: str) -> ProcessStatus:
+        """Stop (if running) and start a process; return once the new instance is spawned."""
+        return await self._runner(process_id).restart()
+
+    def _runner(self, process_id: str) -> ProcessRunner:
+        if self._stack is None and not self._runners:
+            raise RuntimeError("use the ProcessManager inside `async with`")
+        try:
+            return self._runners[process_id]
+        except KeyError:
+            raise UnknownProcessError(process_id) from None
+
+
+async def _each(
+    runners: Iterable[ProcessRunner],
+    command: Callable[[ProcessRunner], Awaitable[ProcessStatus]],
+) -> None:
+    """Run one command on many runners in parallel."""
+
+    async def one(runner: ProcessRunner) -> None:
+        await command(runner)
+
+    async with anyio.create_task_group() as tg:
+        for runner in runners:
+            tg.start_soon(one, runner)

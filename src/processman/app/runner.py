@@ -1,0 +1,253 @@
+"""One supervised process: serialises its commands, runs the state machine, performs effects.
+
+The decisions are ``domain.state.transition``'s; this module only carries out the
+effects it returns (spawn, stop the tree, schedule or cancel a retry) and turns
+what happens (spawned, exited, stop done, delay elapsed) back into events.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from typing import TYPE_CHECKING
+
+import anyio
+from loguru import logger
+
+from processman.domain.backoff import backoff_delay
+from processman.domain.environment import child_environment
+from processman.domain.errors import SpawnError
+from processman.domain.interpreter import resolve_argv
+from processman.domain.lines import LineSplitter
+from processman.domain.model import ProcessSpec, ProcessStatus, Status
+from processman.domain.ports import LogBatch, SpawnRequest
+from processman.domain.state import (
+    CancelRetry,
+    Effect,
+    Event,
+    Exited,
+    RetryDue,
+    ScheduleRetry,
+    Spawn,
+    Spawned,
+    SpawnFailed,
+    Start,
+    State,
+    Stop,
+    StopDone,
+    StopTree,
+    describe_exit,
+    snapshot,
+    transition,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterable, Mapping, Sequence
+
+    from anyio.abc import TaskGroup
+
+    from processman.domain.ports import Clock, LogSink, ProcessHandle, Spawner, StreamName
+
+
+class ProcessRunner:
+    """Supervises one process for a ``ProcessManager``.
+
+    Every command takes the runner's lock, so two instances never run at once and
+    concurrent start/stop/restart requests leave a consistent state.
+    """
+
+    def __init__(
+        self,
+        spec: ProcessSpec,
+        *,
+        spawner: Spawner,
+        clock: Clock,
+        sinks: Sequence[LogSink],
+        task_group: TaskGroup,
+        environ: Mapping[str, str],
+        api_url: str = "",
+    ) -> None:
+        self.spec = spec
+        self._spawner = spawner
+        self._clock = clock
+        self._sinks = sinks
+        self._tg = task_group
+        self._environ = environ
+        self._api_url = api_url
+        self._state = State()
+        self._lock = anyio.Lock()
+        self._handle: ProcessHandle | None = None
+        self._retry_scope: anyio.CancelScope | None = None
+        self._changed = anyio.Event()
+        self._open_streams = 0
+        self._drained = anyio.Event()
+        self._drained.set()
+        self._argv = self._preview_argv()
+        self._log = logger.bind(process=spec.id, stream="manager", pid=None)
+
+    # --- queries ------------------------------------------------------------------
+
+    @property
+    def state(self) -> State:
+        """The current state (for the manager and tests)."""
+        return self._state
+
+    def status(self) -> ProcessStatus:
+        """A snapshot of the public status."""
+        return snapshot(self._state, self.spec, self._argv, self._clock.monotonic())
+
+    async def wait_for_status(self, statuses: Sequence[Status]) -> ProcessStatus:
+        """Wait until the status is one of ``statuses``; return that snapshot."""
+        while self._state.status not in statuses:
+            await self._changed.wait()
+        return self.status()
+
+    async def wait_drained(self) -> None:
+        """Wait until every output stream of every instance has been read to its end."""
+        await self._drained.wait()
+
+    # --- commands -----------------------------------------------------------------
+
+    async def start(self) -> ProcessStatus:
+        """Start it (no-op when running); return once spawned or failed."""
+        async with self._lock:
+            await self._apply(Start())
+            return self.status()
+
+    async def stop(self) -> ProcessStatus:
+        """Stop it; return once the whole tree is gone."""
+        async with self._lock:
+            await self._apply(Stop())
+            return self.status()
+
+    async def restart(self) -> ProcessStatus:
+        """Stop (if running) and start with k reset; return once the new instance is spawned."""
+        async with self._lock:
+            await self._apply(Stop())
+            await self._apply(Start())
+            return self.status()
+
+    # --- the imperative shell -------------------------------------------------------
+
+    async def _apply(self, event: Event) -> None:
+        state, effects = transition(self._state, event, self.spec, self._clock.monotonic())
+        if state is not self._state:
+            self._announce(self._state, state, event)
+            self._state = state
+            self._changed.set()
+            self._changed = anyio.Event()
+        for effect in effects:
+            await self._perform(effect)
+
+    async def _perform(self, effect: Effect) -> None:
+        if isinstance(effect, Spawn):
+            await self._spawn()
+        elif isinstance(effect, StopTree):
+            handle, self._handle = self._handle, None
+            code = await handle.stop(effect.signal, effect.grace) if handle else None
+            await self._apply(StopDone(code))
+        elif isinstance(effect, ScheduleRetry):
+            self._tg.start_soon(self._retry_after, effect.delay)
+        elif isinstance(effect, CancelRetry):
+            if self._retry_scope is not None:
+                self._retry_scope.cancel()
+                self._retry_scope = None
+
+    async def _spawn(self) -> None:
+        try:
+            argv, _ = self._resolve_argv()
+            self._argv = argv
+            env = child_environment(self._environ, self.spec, self._api_url)
+            request = SpawnRequest(process_id=self.spec.id, argv=argv, cwd=self.spec.cwd, env=env)
+            handle = await self._spawner.spawn(request)
+        except SpawnError as exc:
+            await self._apply(SpawnFailed(str(exc)))
+            return
+        self._handle = handle
+        if self._open_streams == 0:
+            self._drained = anyio.Event()
+        self._open_streams += 2
+        self._tg.start_soon(self._pump, handle.pid, "stdout", handle.stdout)
+        self._tg.start_soon(self._pump, handle.pid, "stderr", handle.stderr)
+        self._tg.start_soon(self._watch_exit, handle)
+        await self._apply(Spawned(handle.pid, self._clock.utcnow()))
+
+    async def _watch_exit(self, handle: ProcessHandle) -> None:
+        code = await handle.wait()
+        async with self._lock:
+            if self._handle is handle:
+                self._handle = None
+            await self._apply(Exited(handle.pid, code))
+
+    async def _retry_after(self, delay: float) -> None:
+        with anyio.CancelScope() as scope:
+            self._retry_scope = scope
+            await self._clock.sleep(delay)
+            async with self._lock:
+                if self._retry_scope is scope:
+                    self._retry_scope = None
+                    await self._apply(RetryDue())
+
+    async def _pump(self, pid: int, stream: StreamName, source: AsyncIterable[bytes]) -> None:
+        """Read one stream to its end, handing lines to the sinks in batches."""
+        splitter = LineSplitter()
+        try:
+            async for chunk in source:
+                lines = splitter.feed(chunk)
+                if lines:
+                    self._emit(pid, stream, lines)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+            pass
+        rest = splitter.flush()
+        if rest:
+            self._emit(pid, stream, rest)
+        self._open_streams -= 1
+        if self._open_streams == 0:
+            self._drained.set()
+
+    def _emit(self, pid: int, stream: StreamName, lines: list[str]) -> None:
+        batch = LogBatch(self.spec.id, stream, pid, self._clock.utcnow(), lines)
+        for sink in self._sinks:
+            try:
+                sink.write(batch)
+            except Exception as exc:  # a broken sink must not stop the others or the child
+                self._log.opt(exception=exc).error("log sink {} failed", type(sink).__name__)
+
+    # --- helpers --------------------------------------------------------------------
+
+    def _resolve_argv(self) -> tuple[tuple[str, ...], str | None]:
+        return resolve_argv(
+            self.spec, exists=os.path.exists, which=shutil.which, windows=sys.platform == "win32"
+        )
+
+    def _preview_argv(self) -> tuple[str, ...]:
+        try:
+            return self._resolve_argv()[0]
+        except SpawnError:
+            script = self.spec.script or ""
+            return (script, *self.spec.args)
+
+    def _announce(self, old: State, new: State, event: Event) -> None:
+        if new.status is old.status:
+            return
+        if new.status is Status.RUNNING and new.run is not None:
+            self._log.info("running (pid {})", new.run.pid)
+        elif new.status is Status.BACKOFF:
+            cause = new.last_error if isinstance(event, SpawnFailed) else _ended(event)
+            self._log.warning(
+                "{}; restart #{} in {:g}s", cause, new.failures, self._next_delay(new)
+            )
+        elif new.status is Status.CRASHED:
+            self._log.error("crashed: {}", new.last_error)
+        elif new.status is Status.EXITED:
+            self._log.info("{}; not restarted (restart = {})", _ended(event), self.spec.restart)
+        elif new.status is Status.STOPPED and old.status is Status.STOPPING:
+            self._log.info("stopped")
+
+    def _next_delay(self, state: State) -> float:
+        return backoff_delay(state.failures, self.spec.backoff, self.spec.max_backoff)
+
+
+def _ended(event: Event) -> str:
+    return describe_exit(event.code) if isinstance(event, Exited) else "ended"

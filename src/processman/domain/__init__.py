@@ -1,0 +1,1 @@
+"""The pure core of processman: data, rules and decisions, with no I/O."""

@@ -1,0 +1,92 @@
+"""Every error processman raises, in one tree.
+
+::
+
+    ProcessmanError
+    ├── ConfigError                  a config file is missing, malformed or invalid
+    ├── TemplateError                a ``${NAME}`` could not be expanded
+    ├── UnknownProcessError          (also a KeyError) no process has that id
+    └── SpawnError                   a process could not be started
+        └── InterpreterNotFoundError no interpreter candidate exists
+
+Errors carry structured fields and read well as strings.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+
+class ProcessmanError(Exception):
+    """Base class of every error processman raises on purpose."""
+
+
+class ConfigError(ProcessmanError):
+    """A configuration file cannot be used.
+
+    Attributes:
+        file: the config file (or ``"<config>"`` when built in code).
+        field: the path of the offending field, e.g. ``processes[1].backoff``;
+            empty when the whole file is at fault.
+        reason: what was wrong.
+    """
+
+    def __init__(self, file: str, field: str, reason: str) -> None:
+        self.file = file
+        self.field = field
+        self.reason = reason
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        where = f"{self.file}: {self.field}" if self.field else self.file
+        return f"{where}: {self.reason}"
+
+
+class TemplateError(ProcessmanError):
+    """A template names a variable that is not defined and has no default."""
+
+    def __init__(self, name: str, reason: str = "") -> None:
+        self.name = name
+        self.reason = reason or (
+            f"undefined variable ${{{name}}} (give a default with ${{{name}:-...}})"
+        )
+        super().__init__(self.reason)
+
+
+class UnknownProcessError(ProcessmanError, KeyError):
+    """No process has this id."""
+
+    def __init__(self, process_id: str) -> None:
+        self.process_id = process_id
+        super().__init__(process_id)
+
+    def __str__(self) -> str:
+        return f"unknown process id {self.process_id!r}"
+
+
+class SpawnError(ProcessmanError):
+    """A process could not be started.
+
+    Attributes:
+        program: the program or directory at fault.
+        reason: why, in words.
+    """
+
+    def __init__(self, program: str, reason: str) -> None:
+        self.program = program
+        self.reason = reason
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        return f"cannot start {self.program}: {self.reason}"
+
+
+class InterpreterNotFoundError(SpawnError):
+    """``interpreter = "auto"`` (or a named interpreter) found nothing to run the script."""
+
+    def __init__(self, script: str, tried: Sequence[str]) -> None:
+        self.tried = tuple(tried)
+        super().__init__(script, "no interpreter found; tried " + ", ".join(self.tried))

@@ -1,0 +1,65 @@
+"""Cutting a child's output bytes into lines (SPEC §3)."""
+
+from __future__ import annotations
+
+MAX_LINE_BYTES = 64 * 1024
+
+
+class LineSplitter:
+    """Accumulates bytes and returns complete lines as text.
+
+    Invalid UTF-8 is replaced, never fatal. A line longer than ``limit`` bytes is
+    cut into pieces of at most ``limit`` bytes (at a character boundary when the
+    text is UTF-8). A trailing ``\\r`` is dropped, so CRLF output reads as lines.
+    """
+
+    def __init__(self, limit: int = MAX_LINE_BYTES) -> None:
+        self._limit = limit
+        self._pending = b""
+
+    def feed(self, data: bytes) -> list[str]:
+        """Add ``data``; return the lines it completed, oldest first."""
+        buffer = self._pending + data if self._pending else data
+        cut = buffer.rfind(b"\n")
+        if cut < 0:
+            self._pending = buffer
+            return self._cut_long_pending()
+        self._pending = buffer[cut + 1 :]
+        parts = buffer[:cut].split(b"\n")
+        if len(buffer) > self._limit:
+            parts = [piece for part in parts for piece in self._pieces(part)]
+        lines = [part.decode("utf-8", "replace") for part in parts]
+        lines = [line[:-1] if line.endswith("\r") else line for line in lines]
+        return lines + self._cut_long_pending()
+
+    def flush(self) -> list[str]:
+        """The unterminated rest, as a last line (at end of stream)."""
+        rest, self._pending = self._pending, b""
+        if not rest:
+            return []
+        return [piece.decode("utf-8", "replace") for piece in self._pieces(rest)]
+
+    def _cut_long_pending(self) -> list[str]:
+        if len(self._pending) <= self._limit:
+            return []
+        pieces = self._pieces(self._pending)
+        self._pending = pieces.pop()
+        return [piece.decode("utf-8", "replace") for piece in pieces]
+
+    def _pieces(self, data: bytes) -> list[bytes]:
+        if len(data) <= self._limit:
+            return [data]
+        pieces = []
+        start = 0
+        while len(data) - start > self._limit:
+            end = start + self._limit
+            # step back over UTF-8 continuation bytes so a character is not cut in two
+            back = 0
+            while back < 3 and (data[end - back] & 0xC0) == 0x80:
+                back += 1
+            if back < 3 or (data[end - back] & 0xC0) != 0x80:
+                end -= back
+            pieces.append(data[start:end])
+            start = end
+        pieces.append(data[start:])
+        return pieces

@@ -1,0 +1,169 @@
+"""The domain model: what a process is (its spec), what it is doing (its status)."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from enum import StrEnum
+
+import msgspec
+
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+_ID = re.compile(ID_PATTERN)
+
+#: Signal names accepted for ``stopSignal`` (POSIX names; Windows maps them itself).
+SIGNAL_NAMES = frozenset(
+    "SIGHUP SIGINT SIGQUIT SIGILL SIGTRAP SIGABRT SIGBUS SIGFPE SIGKILL SIGUSR1 SIGSEGV "
+    "SIGUSR2 SIGPIPE SIGALRM SIGTERM SIGCHLD SIGCONT SIGSTOP SIGTSTP SIGTTIN SIGTTOU SIGURG "
+    "SIGXCPU SIGXFSZ SIGVTALRM SIGPROF SIGWINCH SIGIO SIGPWR SIGSYS".split()
+)
+
+
+class Status(StrEnum):
+    """The statuses of SPEC §2; each compares equal to its string."""
+
+    STARTING = "starting"
+    RUNNING = "running"
+    BACKOFF = "backoff"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    EXITED = "exited"
+    CRASHED = "crashed"
+
+
+class RestartPolicy(StrEnum):
+    """When a process that ended is started again."""
+
+    ALWAYS = "always"
+    ON_FAILURE = "on-failure"
+    NEVER = "never"
+
+
+def normalise_signal(name: str) -> str:
+    """Return ``SIGTERM`` for ``TERM``/``sigterm``/``SIGTERM``.
+
+    Raises:
+        ValueError: for a number or an unknown name.
+    """
+    upper = name.strip().upper()
+    full = upper if upper.startswith("SIG") else "SIG" + upper
+    if full not in SIGNAL_NAMES:
+        raise ValueError(f'unknown signal {name!r} (use a name such as "SIGTERM" or "INT")')
+    return full
+
+
+def check_id(process_id: str) -> None:
+    """Raise ValueError unless ``process_id`` matches SPEC's id pattern."""
+    if not _ID.match(process_id):
+        raise ValueError(
+            f"invalid id {process_id!r}: use letters, digits, '_', '.', '-' "
+            "(starting with a letter or digit, at most 64 characters)"
+        )
+
+
+class ProcessSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """One process, fully resolved: absolute paths, expanded templates, seconds.
+
+    Exactly one of ``script`` and ``command`` is set. ``command`` is the argv
+    (without ``args``); ``script`` is run through ``interpreter``.
+    """
+
+    id: str
+    cwd: str
+    script: str | None = None
+    command: tuple[str, ...] | None = None
+    args: tuple[str, ...] = ()
+    env: dict[str, str] = msgspec.field(default_factory=dict)
+    interpreter: str | None = None
+    restart: RestartPolicy = RestartPolicy.ALWAYS
+    max_retries: int = -1
+    backoff: float = 1.0
+    max_backoff: float = 30.0
+    healthy_after: float = 10.0
+    stop_signal: str = "SIGTERM"
+    stop_timeout: float = 10.0
+    autostart: bool = True
+    dev_mode: bool = False
+    watch_paths: tuple[str, ...] = ()
+    watch_ignore: tuple[str, ...] = ()
+    watch_debounce: float = 0.05
+
+    def __post_init__(self) -> None:
+        check_id(self.id)
+        if (self.script is None) == (self.command is None):
+            raise ValueError("exactly one of script and command must be set")
+        if self.command is not None and not self.command:
+            raise ValueError("command is empty")
+        if self.command is not None and self.interpreter is not None:
+            raise ValueError("interpreter applies to script only, not to command")
+        if self.max_retries < -1:
+            raise ValueError("maxRetries must be -1 (unlimited) or more")
+        for name in ("backoff", "max_backoff", "healthy_after", "stop_timeout", "watch_debounce"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} is negative")
+        if self.max_backoff < self.backoff:
+            raise ValueError("maxBackoff is below backoff")
+        if normalise_signal(self.stop_signal) != self.stop_signal:
+            raise ValueError(f"write stop_signal as {normalise_signal(self.stop_signal)!r}")
+
+
+class ApiSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """The ``[api]`` section: where the HTTP control API listens, and its token."""
+
+    listen: str | None = None
+    token: str | None = None
+
+    @property
+    def base_url(self) -> str:
+        """``http://HOST:PORT`` for ``PROCESSMAN_API``; a wildcard host as 127.0.0.1; "" if off."""
+        if not self.listen:
+            return ""
+        host, _, port = self.listen.rpartition(":")
+        if host in ("", "0.0.0.0", "::", "[::]", "*"):
+            host = "127.0.0.1"
+        return f"http://{host}:{port}"
+
+
+class LogSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """The ``[logs]`` section."""
+
+    dir: str | None = None
+    rotation_bytes: int = 10 * 1024 * 1024
+    retention: int = 5
+    buffer_lines: int = 1000
+    console: bool = True
+
+
+class Config(msgspec.Struct, frozen=True, kw_only=True):
+    """A whole configuration: processes in file order, and the optional sections."""
+
+    processes: tuple[ProcessSpec, ...]
+    api: ApiSettings = ApiSettings()
+    logs: LogSettings = LogSettings()
+    source: str = "<config>"
+
+    def __post_init__(self) -> None:
+        seen: set[str] = set()
+        for spec in self.processes:
+            if spec.id in seen:
+                raise ValueError(f"duplicate process id {spec.id!r}")
+            seen.add(spec.id)
+
+    def get(self, process_id: str) -> ProcessSpec | None:
+        """The spec with this id, or None."""
+        return next((p for p in self.processes if p.id == process_id), None)
+
+
+class ProcessStatus(msgspec.Struct, frozen=True, kw_only=True):
+    """A snapshot of one process, as ``ProcessManager.status()`` returns it."""
+
+    id: str
+    status: Status
+    pid: int | None
+    start_time: datetime | None
+    uptime: float
+    restart_count: int
+    exit_code: int | None
+    last_error: str
+    command: tuple[str, ...]
+    dev_mode: bool

@@ -1,0 +1,108 @@
+"""The ports: what the supervisor needs from the outside world, as narrow Protocols.
+
+Adapters satisfy them structurally (no inheritance); ``tests/fakes.py`` has a fake
+for each. The data that crosses them (``SpawnRequest``, ``LogBatch``) lives here too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, Mapping
+from datetime import datetime
+from typing import Literal, Protocol, runtime_checkable
+
+import msgspec
+
+StreamName = Literal["stdout", "stderr"]
+
+
+class SpawnRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything a spawner needs to start one instance."""
+
+    process_id: str
+    argv: tuple[str, ...]
+    cwd: str
+    env: Mapping[str, str]
+
+
+@runtime_checkable
+class ProcessHandle(Protocol):
+    """One running instance (and, on POSIX, its process group)."""
+
+    @property
+    def pid(self) -> int:
+        """The pid of the direct child."""
+        ...
+
+    @property
+    def stdout(self) -> AsyncIterable[bytes]:
+        """The child's stdout, chunk by chunk, until it is closed."""
+        ...
+
+    @property
+    def stderr(self) -> AsyncIterable[bytes]:
+        """The child's stderr, chunk by chunk, until it is closed."""
+        ...
+
+    async def wait(self) -> int:
+        """Wait for the child to exit; return its code (-N for a death by signal N)."""
+        ...
+
+    async def stop(self, signal: str, grace: float) -> int | None:
+        """Send ``signal`` to the tree, SIGKILL it after ``grace`` seconds; return once it is gone.
+
+        Returns the child's exit code (None if it could not be learnt).
+        """
+        ...
+
+
+@runtime_checkable
+class Spawner(Protocol):
+    """Starts processes."""
+
+    async def spawn(self, request: SpawnRequest) -> ProcessHandle:
+        """Start one instance; return once it runs.
+
+        Raises:
+            SpawnError: naming the program or directory and the reason.
+        """
+        ...
+
+
+class LogBatch(msgspec.Struct, frozen=True):
+    """Consecutive lines of one stream of one instance, read at ``time``."""
+
+    process: str
+    stream: StreamName
+    pid: int
+    time: datetime
+    lines: list[str]
+
+
+@runtime_checkable
+class LogSink(Protocol):
+    """Where child output goes (console via loguru, files, the ring buffer, ...)."""
+
+    def write(self, batch: LogBatch) -> None:
+        """Take a batch of lines; must not block for long (it runs on the event loop)."""
+        ...
+
+    def close(self) -> None:
+        """Flush and release what the sink holds."""
+        ...
+
+
+@runtime_checkable
+class Clock(Protocol):
+    """Time, so that tests can control it."""
+
+    def monotonic(self) -> float:
+        """Seconds on a monotonic clock."""
+        ...
+
+    def utcnow(self) -> datetime:
+        """The current wall time, aware, in UTC."""
+        ...
+
+    async def sleep(self, seconds: float) -> None:
+        """Wait ``seconds``."""
+        ...

@@ -1,0 +1,257 @@
+"""The lifecycle of one process as a pure function: ``transition(state, event, spec, now)``.
+
+It returns the next state and the effects (spawn, stop the tree, schedule or cancel
+a retry) that ``app/runner.py`` carries out and answers with further events. Nothing
+here touches a process or a clock: ``now`` is a monotonic reading passed in.
+
+Events that cannot happen in a state (the runner serialises commands, so e.g. no
+``Stop`` arrives while ``starting``) and stale events (the exit of an instance that
+was already stopped) leave the state unchanged and produce no effect.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TypeAlias
+
+import msgspec
+
+from processman.domain.backoff import backoff_delay
+from processman.domain.model import ProcessSpec, ProcessStatus, RestartPolicy, Status
+
+
+class Run(msgspec.Struct, frozen=True):
+    """One live instance: exists only while ``running`` or ``stopping``."""
+
+    pid: int
+    started_at: float  # monotonic seconds
+    start_time: datetime  # aware UTC, for display
+
+
+class State(msgspec.Struct, frozen=True, kw_only=True):
+    """What the supervisor knows of one process.
+
+    ``failures`` is SPEC's k: consecutive failed runs since the last healthy one.
+    """
+
+    status: Status = Status.STOPPED
+    failures: int = 0
+    restart_count: int = 0
+    exit_code: int | None = None
+    last_error: str = ""
+    run: Run | None = None
+
+
+# --- events -------------------------------------------------------------------------
+
+
+class Start(msgspec.Struct, frozen=True):
+    """A start request (Python API, CLI, HTTP)."""
+
+
+class Stop(msgspec.Struct, frozen=True):
+    """A stop request."""
+
+
+class Spawned(msgspec.Struct, frozen=True):
+    """The spawner started an instance."""
+
+    pid: int
+    start_time: datetime
+
+
+class SpawnFailed(msgspec.Struct, frozen=True):
+    """The spawner could not start an instance (missing program, bad cwd, ...)."""
+
+    reason: str
+
+
+class Exited(msgspec.Struct, frozen=True):
+    """The running instance ended by itself: ``code`` is -N for a death by signal N."""
+
+    pid: int
+    code: int
+
+
+class StopDone(msgspec.Struct, frozen=True):
+    """A requested stop finished: the whole tree is gone."""
+
+    code: int | None
+
+
+class RetryDue(msgspec.Struct, frozen=True):
+    """The backoff delay has elapsed."""
+
+
+Event: TypeAlias = Start | Stop | Spawned | SpawnFailed | Exited | StopDone | RetryDue
+
+# --- effects ------------------------------------------------------------------------
+
+
+class Spawn(msgspec.Struct, frozen=True):
+    """Start a new instance; answer with Spawned or SpawnFailed."""
+
+
+class StopTree(msgspec.Struct, frozen=True):
+    """Signal the tree, wait ``grace`` seconds, kill it; answer with StopDone once it is gone."""
+
+    signal: str
+    grace: float
+
+
+class ScheduleRetry(msgspec.Struct, frozen=True):
+    """Send RetryDue after ``delay`` seconds."""
+
+    delay: float
+
+
+class CancelRetry(msgspec.Struct, frozen=True):
+    """Forget the pending RetryDue."""
+
+
+Effect: TypeAlias = Spawn | StopTree | ScheduleRetry | CancelRetry
+Outcome: TypeAlias = tuple[State, tuple[Effect, ...]]
+
+
+def describe_exit(code: int) -> str:
+    """``exited with code 1`` or ``killed by signal 9``."""
+    return f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
+
+
+def transition(state: State, event: Event, spec: ProcessSpec, now: float) -> Outcome:
+    """Apply ``event`` to ``state``; return the new state and the effects to perform."""
+    status = state.status
+    unchanged: Outcome = (state, ())
+
+    if isinstance(event, Start):
+        if status in (Status.STOPPED, Status.EXITED, Status.CRASHED):
+            # STOPPED/EXITED/CRASHED -> STARTING: an explicit start resets k
+            return _replace(state, status=Status.STARTING, failures=0), (Spawn(),)
+        if status is Status.BACKOFF:
+            # BACKOFF -> STARTING: start now, keep k
+            return _replace(state, status=Status.STARTING), (CancelRetry(), Spawn())
+        return unchanged  # starting/running: already on; stopping: never sent
+
+    if isinstance(event, Stop):
+        if status is Status.RUNNING:
+            # RUNNING -> STOPPING
+            return _replace(state, status=Status.STOPPING), (
+                StopTree(spec.stop_signal, spec.stop_timeout),
+            )
+        if status is Status.BACKOFF:
+            # BACKOFF -> STOPPED: cancel the pending restart
+            return _replace(state, status=Status.STOPPED), (CancelRetry(),)
+        if status in (Status.EXITED, Status.CRASHED):
+            # EXITED/CRASHED -> STOPPED: now "stopped on request" (no file-change start)
+            return _replace(state, status=Status.STOPPED), ()
+        return unchanged
+
+    if isinstance(event, Spawned):
+        if status is Status.STARTING:
+            # STARTING -> RUNNING
+            run = Run(pid=event.pid, started_at=now, start_time=event.start_time)
+            return _replace(state, status=Status.RUNNING, run=run), ()
+        return unchanged
+
+    if isinstance(event, SpawnFailed):
+        if status is Status.STARTING:
+            # STARTING -> BACKOFF or CRASHED: a spawn error counts as a failed run
+            return _ended(state, spec, None, 0.0, event.reason)
+        return unchanged
+
+    if isinstance(event, Exited):
+        if status is Status.RUNNING and state.run is not None and state.run.pid == event.pid:
+            # RUNNING -> BACKOFF, EXITED or CRASHED
+            ran_for = now - state.run.started_at
+            return _ended(state, spec, event.code, ran_for, None)
+        return unchanged  # the exit of an instance being (or already) stopped
+
+    if isinstance(event, StopDone):
+        if status is Status.STOPPING:
+            # STOPPING -> STOPPED
+            code = event.code if event.code is not None else state.exit_code
+            return _replace(state, status=Status.STOPPED, run=None, exit_code=code), ()
+        return unchanged
+
+    if isinstance(event, RetryDue):
+        if status is Status.BACKOFF:
+            # BACKOFF -> STARTING: an automatic respawn
+            return _replace(state, status=Status.STARTING, restart_count=state.restart_count + 1), (
+                Spawn(),
+            )
+        return unchanged
+
+    raise TypeError(f"unknown event {event!r}")  # pragma: no cover
+
+
+def _ended(
+    state: State, spec: ProcessSpec, code: int | None, ran_for: float, spawn_error: str | None
+) -> Outcome:
+    """The run ended (or never began): decide between backoff, exited and crashed."""
+    failed = spawn_error is not None or (code is not None and code != 0)
+    error = spawn_error or (describe_exit(code) if failed and code is not None else "")
+    last_error = error or state.last_error
+    ended = _replace(
+        state,
+        run=None,
+        exit_code=code if code is not None else state.exit_code,
+        last_error=last_error,
+    )
+    restarts = spec.restart is RestartPolicy.ALWAYS or (
+        spec.restart is RestartPolicy.ON_FAILURE and failed
+    )
+    if not restarts:
+        # a spawn error under "never" gives crashed, any other end exited
+        final = Status.CRASHED if spawn_error is not None else Status.EXITED
+        return _replace(ended, status=final), ()
+    failures = (0 if ran_for >= spec.healthy_after else state.failures) + 1
+    if 0 <= spec.max_retries < failures:
+        gave_up = f"gave up after {spec.max_retries} restarts"
+        message = f"{gave_up}: {last_error}" if last_error else gave_up
+        return _replace(ended, status=Status.CRASHED, failures=failures, last_error=message), ()
+    delay = backoff_delay(failures, spec.backoff, spec.max_backoff)
+    return _replace(ended, status=Status.BACKOFF, failures=failures), (ScheduleRetry(delay),)
+
+
+def _replace(state: State, **changes: object) -> State:
+    return msgspec.structs.replace(state, **changes)
+
+
+def snapshot(state: State, spec: ProcessSpec, argv: tuple[str, ...], now: float) -> ProcessStatus:
+    """The public status of a process, derived from its state."""
+    run = state.run
+    return ProcessStatus(
+        id=spec.id,
+        status=state.status,
+        pid=run.pid if run else None,
+        start_time=run.start_time if run else None,
+        uptime=max(0.0, now - run.started_at) if run and state.status is Status.RUNNING else 0.0,
+        restart_count=state.restart_count,
+        exit_code=state.exit_code,
+        last_error=state.last_error,
+        command=argv,
+        dev_mode=spec.dev_mode,
+    )
+
+
+__all__ = [
+    "CancelRetry",
+    "Effect",
+    "Event",
+    "Exited",
+    "Outcome",
+    "Run",
+    "RetryDue",
+    "ScheduleRetry",
+    "Spawn",
+    "SpawnFailed",
+    "Spawned",
+    "Start",
+    "State",
+    "Stop",
+    "StopDone",
+    "StopTree",
+    "describe_exit",
+    "snapshot",
+    "transition",
+]
