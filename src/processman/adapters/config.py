@@ -196,7 +196,15 @@ def _convert(name: str, document: Any, kind: Any, prefix: str) -> Any:
             reason = f"required key {key!r} is missing"
         else:
             reason = reason.replace("`", "")
+            if reason.startswith("Invalid enum value") and path.endswith(".restart"):
+                reason += " (expected 'always', 'on-failure' or 'never')"
         raise ConfigError(name, path, reason) from None
+
+
+def _env_text(value: str | int | float | bool) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value if isinstance(value, str) else str(value)
 
 
 class _Builder:
@@ -310,7 +318,7 @@ class _Builder:
 
         env = dict(file_env)
         for key, value in raw.env.items():
-            env[key] = self.expand(value, f"{field}.env.{key}", lookup)
+            env[key] = self.expand(_env_text(value), f"{field}.env.{key}", lookup)
 
         command: tuple[str, ...] | None = None
         if raw.command is not None:

@@ -1,0 +1,143 @@
+"""Hand-written fakes of the ports: they record what happened and take behaviour as callables."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+
+import anyio
+
+from processman.domain.ports import LogBatch, SpawnRequest
+
+
+class FakeClock:
+    """A clock that moves only when ``advance`` is called."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self._sleepers: list[tuple[float, anyio.Event]] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def utcnow(self) -> datetime:
+        return datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=self.now)
+
+    async def sleep(self, seconds: float) -> None:
+        event = anyio.Event()
+        self._sleepers.append((self.now + seconds, event))
+        await event.wait()
+
+    @property
+    def next_deadline(self) -> float | None:
+        """When the earliest sleeper wakes (None when nobody sleeps)."""
+        return min((deadline for deadline, _ in self._sleepers), default=None)
+
+    async def advance(self, seconds: float) -> None:
+        """Move time on, wake the sleepers that are due, and let every task settle."""
+        self.now += seconds
+        due = [s for s in self._sleepers if s[0] <= self.now + 1e-9]
+        self._sleepers = [s for s in self._sleepers if s[0] > self.now + 1e-9]
+        for _, event in due:
+            event.set()
+        await anyio.wait_all_tasks_blocked()
+
+
+class _Output:
+    """An async iterable of bytes that ends when closed."""
+
+    def __init__(self) -> None:
+        self._send, self._receive = anyio.create_memory_object_stream[bytes](1000)
+
+    def write(self, data: bytes) -> None:
+        self._send.send_nowait(data)
+
+    def close(self) -> None:
+        self._send.close()
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async with self._receive:
+            async for chunk in self._receive:
+                yield chunk
+
+
+class FakeProcess:
+    """A pretend child: it runs until ``exit()`` or ``stop()``."""
+
+    _pids = itertools.count(1000)
+
+    def __init__(self, request: SpawnRequest, spawner: FakeSpawner) -> None:
+        self.request = request
+        self.pid = next(self._pids)
+        self.stdout = _Output()
+        self.stderr = _Output()
+        self.code: int | None = None
+        self.stop_calls: list[tuple[str, float]] = []
+        self._exited = anyio.Event()
+        self._spawner = spawner
+
+    def exit(self, code: int) -> None:
+        """The child ends by itself with ``code``."""
+        if self.code is None:
+            self.code = code
+            self.stdout.close()
+            self.stderr.close()
+            self._spawner.alive.discard(self)
+            self._exited.set()
+
+    async def wait(self) -> int:
+        await self._exited.wait()
+        assert self.code is not None
+        return self.code
+
+    async def stop(self, signal: str, grace: float) -> int | None:
+        self.stop_calls.append((signal, grace))
+        await anyio.sleep(0)
+        self.exit(-15)
+        return self.code
+
+
+class FakeSpawner:
+    """Records every request; ``behaviour`` may raise SpawnError or return None (a normal child)."""
+
+    def __init__(self, behaviour: Callable[[SpawnRequest], None] | None = None) -> None:
+        self.behaviour = behaviour
+        self.requests: list[SpawnRequest] = []
+        self.processes: list[FakeProcess] = []
+        self.alive: set[FakeProcess] = set()
+        self.max_alive = 0
+
+    async def spawn(self, request: SpawnRequest) -> FakeProcess:
+        self.requests.append(request)
+        if self.behaviour is not None:
+            self.behaviour(request)
+        await anyio.sleep(0)
+        process = FakeProcess(request, self)
+        self.processes.append(process)
+        self.alive.add(process)
+        self.max_alive = max(self.max_alive, len(self.alive))
+        return process
+
+    @property
+    def last(self) -> FakeProcess:
+        return self.processes[-1]
+
+
+class RecordingSink:
+    """A log sink that keeps every batch."""
+
+    def __init__(self) -> None:
+        self.batches: list[LogBatch] = []
+        self.closed = False
+
+    def write(self, batch: LogBatch) -> None:
+        self.batches.append(batch)
+
+    def close(self) -> None:
+        self.closed = True
+
+    def lines(self, process: str | None = None) -> list[str]:
+        return [
+            line for b in self.batches if process in (None, b.process) for line in b.lines
+        ]

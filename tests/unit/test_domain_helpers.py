@@ -1,0 +1,194 @@
+"""Durations, templates, dotenv, interpreter resolution, line splitting, child environment."""
+
+from __future__ import annotations
+
+import pytest
+
+from processman.domain.dotenv import parse_dotenv
+from processman.domain.durations import parse_duration
+from processman.domain.environment import child_environment
+from processman.domain.errors import InterpreterNotFoundError, TemplateError
+from processman.domain.interpreter import resolve_argv
+from processman.domain.lines import LineSplitter
+from processman.domain.model import ProcessSpec
+from processman.domain.templating import expand
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("250ms", 0.25), ("1s", 1.0), ("1.5s", 1.5), ("2m", 120.0), ("1m30s", 90.0), ("0s", 0.0),
+     (0, 0.0), ("1h", 3600.0), ("10us", 1e-5)],
+)
+def test_durations(text: str | int, seconds: float) -> None:
+    assert parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("bad", ["-1s", "5", 5, 1.5, True, "", "1x", "s", "1s2", "1 s", None])
+def test_bad_durations(bad: object) -> None:
+    with pytest.raises(ValueError):
+        parse_duration(bad)
+
+
+def lookup(name: str) -> str | None:
+    return {"HOME": "/home/u", "EMPTY": ""}.get(name)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("${HOME}/x", "/home/u/x"),
+        ("${MISSING:-fallback}", "fallback"),
+        ("${HOME:-fallback}", "/home/u"),
+        ("${EMPTY:-d}", ""),
+        ("cost $$5", "cost $5"),
+        ("$$HOME", "$HOME"),
+        ("a $ b", "a $ b"),
+        ("no templates", "no templates"),
+        ("${MISSING:-}", ""),
+    ],
+)
+def test_templates(text: str, expected: str) -> None:
+    assert expand(text, lookup) == expected
+
+
+@pytest.mark.parametrize("bad", ["${MISSING}", "$HOME", "${HOME", "${1X}"])
+def test_bad_templates(bad: str) -> None:
+    with pytest.raises(TemplateError):
+        expand(bad, lookup)
+
+
+def test_undefined_template_names_the_variable() -> None:
+    with pytest.raises(TemplateError, match=r"\$\{MISSING\}") as info:
+        expand("x ${MISSING} y", lookup)
+    assert info.value.name == "MISSING"
+
+
+def test_dotenv() -> None:
+    text = (
+        "# comment\n\nA=1\nexport B = two words \nC='single $x'\n"
+        'D="line\\nnext"\nE=value # comment\nF=\n'
+    )
+    assert parse_dotenv(text) == {
+        "A": "1", "B": "two words", "C": "single $x", "D": "line\nnext", "E": "value", "F": "",
+    }
+
+
+@pytest.mark.parametrize("bad", ["novalue", "1A=x", 'A="unterminated'])
+def test_bad_dotenv(bad: str) -> None:
+    with pytest.raises(ValueError, match="line 1"):
+        parse_dotenv(bad)
+
+
+def script_spec(script: str, interpreter: str | None = None, cwd: str = "/app") -> ProcessSpec:
+    return ProcessSpec(id="p", cwd=cwd, script=f"{cwd}/{script}", interpreter=interpreter, args=("-v",))
+
+
+PY_CANDIDATES = [
+    "/app/.venv/bin/python",
+    "/app/venv/bin/python",
+    "/app/.venv/Scripts/python.exe",
+    "/app/venv/Scripts/python.exe",
+]
+
+
+@pytest.mark.parametrize("found", [*PY_CANDIDATES, "python3"])
+def test_python_candidates_in_order(found: str) -> None:
+    files = set(PY_CANDIDATES[PY_CANDIDATES.index(found):]) if found in PY_CANDIDATES else set()
+    argv, interpreter = resolve_argv(
+        script_spec("w.py"),
+        exists=files.__contains__,
+        which=lambda name: "/usr/bin/python3" if name == "python3" else None,
+    )
+    expected = found if found in PY_CANDIDATES else "/usr/bin/python3"
+    assert argv == (expected, "/app/w.py", "-v") and interpreter == expected
+
+
+def test_windows_candidates_and_python_on_path() -> None:
+    spec = script_spec("w.py", cwd="C:\\app")
+    tried: list[str] = []
+
+    def exists(path: str) -> bool:
+        tried.append(path)
+        return False
+
+    argv, _ = resolve_argv(spec, exists=exists, which=lambda n: f"C:\\py\\{n}.exe", windows=True)
+    assert tried == [
+        "C:\\app\\.venv\\bin\\python",
+        "C:\\app\\venv\\bin\\python",
+        "C:\\app\\.venv\\Scripts\\python.exe",
+        "C:\\app\\venv\\Scripts\\python.exe",
+    ]
+    assert argv[0] == "C:\\py\\python.exe"
+
+
+@pytest.mark.parametrize(
+    ("script", "files", "expected"),
+    [
+        ("a.ts", {"/app/node_modules/.bin/ts-node"}, "/app/node_modules/.bin/ts-node"),
+        ("a.ts", {"/app/node_modules/.bin/tsx"}, "/app/node_modules/.bin/tsx"),
+        ("a.ts", set(), "/usr/bin/node"),
+        ("a.js", set(), "/usr/bin/node"),
+        ("a.mjs", set(), "/usr/bin/node"),
+        ("a.cjs", set(), "/usr/bin/node"),
+    ],
+)
+def test_node_candidates(script: str, files: set[str], expected: str) -> None:
+    argv, _ = resolve_argv(
+        script_spec(script), exists=files.__contains__, which=lambda n: f"/usr/bin/{n}"
+    )
+    assert argv[0] == expected
+
+
+def test_other_scripts_run_directly() -> None:
+    argv, interpreter = resolve_argv(script_spec("run.sh"), exists=lambda p: False, which=lambda n: None)
+    assert argv == ("/app/run.sh", "-v") and interpreter is None
+
+
+def test_not_found_lists_every_candidate() -> None:
+    with pytest.raises(InterpreterNotFoundError) as info:
+        resolve_argv(script_spec("w.py"), exists=lambda p: False, which=lambda n: None)
+    assert info.value.tried == (*PY_CANDIDATES, "python3 (on PATH)")
+    assert "/app/.venv/bin/python" in str(info.value)
+
+
+def test_explicit_interpreter() -> None:
+    argv, _ = resolve_argv(
+        script_spec("w.py", interpreter="pypy3"), exists=lambda p: False, which=lambda n: f"/opt/{n}"
+    )
+    assert argv == ("/opt/pypy3", "/app/w.py", "-v")
+    with pytest.raises(InterpreterNotFoundError, match="/opt/py"):
+        resolve_argv(script_spec("w.py", interpreter="/opt/py"), exists=lambda p: False, which=lambda n: None)
+
+
+def test_command_is_returned_as_written() -> None:
+    spec = ProcessSpec(id="c", cwd="/", command=("node", "s.js"), args=("--x",))
+    assert resolve_argv(spec, exists=lambda p: False, which=lambda n: None) == (("node", "s.js", "--x"), None)
+
+
+def test_line_splitter() -> None:
+    splitter = LineSplitter(limit=8)
+    assert splitter.feed(b"ab") == []
+    assert splitter.feed(b"c\nde\r\nf") == ["abc", "de"]
+    assert splitter.feed(b"\xff\n") == ["f\ufffd"]
+    assert splitter.feed(b"0123456789abcdefXY\n") == ["01234567", "89abcdef", "XY"]
+    assert splitter.feed(b"0123456789") == ["01234567"]  # an unterminated long line is cut too
+    assert splitter.flush() == ["89"]
+    assert splitter.flush() == []
+
+
+def test_line_splitter_keeps_characters_whole() -> None:
+    splitter = LineSplitter(limit=8)
+    text = "aaaaaaa\u00e9bb\n"  # the 2-byte é straddles byte 8
+    assert splitter.feed(text.encode()) == ["aaaaaaa", "\u00e9bb"]
+
+
+def test_child_environment() -> None:
+    spec = ProcessSpec(id="w", cwd="/", script="/w.py", env={"A": "env", "PROCESSMAN_ID": "x"})
+    env = child_environment({"A": "inherited", "PROCESSMAN_TOKEN": "secret", "P": "1"}, spec, "")
+    assert env == {"A": "env", "P": "1", "PROCESSMAN_ID": "w", "PYTHONUNBUFFERED": "1"}
+    command = ProcessSpec(id="c", cwd="/", command=("x",), env={})
+    assert child_environment({}, command, "http://127.0.0.1:9") == {
+        "PROCESSMAN_ID": "c", "PROCESSMAN_API": "http://127.0.0.1:9"
+    }
+    own = ProcessSpec(id="w", cwd="/", script="/w.py", env={"PYTHONUNBUFFERED": "0"})
+    assert child_environment({}, own, "")["PYTHONUNBUFFERED"] == "0"

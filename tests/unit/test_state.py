@@ -1,0 +1,269 @@
+"""The state machine: every (status, event) pair, then the backoff rules of SPEC §2."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from processman.domain.backoff import backoff_delay
+from processman.domain.model import ProcessSpec, RestartPolicy, Status
+from processman.domain.state import (
+    CancelRetry,
+    Event,
+    Exited,
+    RetryDue,
+    Run,
+    ScheduleRetry,
+    Spawn,
+    SpawnFailed,
+    Spawned,
+    Start,
+    State,
+    Stop,
+    StopDone,
+    StopTree,
+    snapshot,
+    transition,
+)
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+S = Status
+
+
+def spec(**overrides: object) -> ProcessSpec:
+    values: dict[str, object] = {"id": "p", "cwd": "/", "command": ("x",), "backoff": 1.0}
+    values.update(overrides)
+    return ProcessSpec(**values)  # type: ignore[arg-type]
+
+
+def state_in(status: Status) -> State:
+    run = Run(pid=7, started_at=0.0, start_time=T0) if status in (S.RUNNING, S.STOPPING) else None
+    return State(status=status, run=run, failures=2, restart_count=5)
+
+
+EVENTS: dict[str, Event] = {
+    "start": Start(),
+    "stop": Stop(),
+    "spawned": Spawned(pid=8, start_time=T0),
+    "spawn_failed": SpawnFailed("cannot start x: not found on PATH"),
+    "exited": Exited(pid=7, code=1),
+    "stop_done": StopDone(code=-15),
+    "retry_due": RetryDue(),
+}
+
+SAME = None  # the state is unchanged and nothing is done
+# (status, event) -> (next status, effect types); every pair is listed.
+TABLE: dict[tuple[Status, str], tuple[Status, list[type]] | None] = {
+    (S.STOPPED, "start"): (S.STARTING, [Spawn]),
+    (S.STOPPED, "stop"): SAME,
+    (S.STOPPED, "spawned"): SAME,
+    (S.STOPPED, "spawn_failed"): SAME,
+    (S.STOPPED, "exited"): SAME,
+    (S.STOPPED, "stop_done"): SAME,
+    (S.STOPPED, "retry_due"): SAME,
+    (S.STARTING, "start"): SAME,
+    (S.STARTING, "stop"): SAME,
+    (S.STARTING, "spawned"): (S.RUNNING, []),
+    (S.STARTING, "spawn_failed"): (S.BACKOFF, [ScheduleRetry]),
+    (S.STARTING, "exited"): SAME,
+    (S.STARTING, "stop_done"): SAME,
+    (S.STARTING, "retry_due"): SAME,
+    (S.RUNNING, "start"): SAME,
+    (S.RUNNING, "stop"): (S.STOPPING, [StopTree]),
+    (S.RUNNING, "spawned"): SAME,
+    (S.RUNNING, "spawn_failed"): SAME,
+    (S.RUNNING, "exited"): (S.BACKOFF, [ScheduleRetry]),
+    (S.RUNNING, "stop_done"): SAME,
+    (S.RUNNING, "retry_due"): SAME,
+    (S.BACKOFF, "start"): (S.STARTING, [CancelRetry, Spawn]),
+    (S.BACKOFF, "stop"): (S.STOPPED, [CancelRetry]),
+    (S.BACKOFF, "spawned"): SAME,
+    (S.BACKOFF, "spawn_failed"): SAME,
+    (S.BACKOFF, "exited"): SAME,
+    (S.BACKOFF, "stop_done"): SAME,
+    (S.BACKOFF, "retry_due"): (S.STARTING, [Spawn]),
+    (S.STOPPING, "start"): SAME,
+    (S.STOPPING, "stop"): SAME,
+    (S.STOPPING, "spawned"): SAME,
+    (S.STOPPING, "spawn_failed"): SAME,
+    (S.STOPPING, "exited"): SAME,
+    (S.STOPPING, "stop_done"): (S.STOPPED, []),
+    (S.STOPPING, "retry_due"): SAME,
+    (S.EXITED, "start"): (S.STARTING, [Spawn]),
+    (S.EXITED, "stop"): (S.STOPPED, []),
+    (S.EXITED, "spawned"): SAME,
+    (S.EXITED, "spawn_failed"): SAME,
+    (S.EXITED, "exited"): SAME,
+    (S.EXITED, "stop_done"): SAME,
+    (S.EXITED, "retry_due"): SAME,
+    (S.CRASHED, "start"): (S.STARTING, [Spawn]),
+    (S.CRASHED, "stop"): (S.STOPPED, []),
+    (S.CRASHED, "spawned"): SAME,
+    (S.CRASHED, "spawn_failed"): SAME,
+    (S.CRASHED, "exited"): SAME,
+    (S.CRASHED, "stop_done"): SAME,
+    (S.CRASHED, "retry_due"): SAME,
+}
+
+
+def test_table_covers_every_pair() -> None:
+    assert set(TABLE) == {(status, name) for status in Status for name in EVENTS}
+
+
+@pytest.mark.parametrize(("status", "event_name"), sorted(TABLE, key=str))
+def test_transition(status: Status, event_name: str) -> None:
+    before = state_in(status)
+    after, effects = transition(before, EVENTS[event_name], spec(), now=1.0)
+    expected = TABLE[(status, event_name)]
+    if expected is SAME:
+        assert after == before
+        assert effects == ()
+    else:
+        next_status, effect_types = expected
+        assert after.status is next_status
+        assert [type(e) for e in effects] == effect_types
+
+
+def test_running_has_a_run_and_stopped_has_none() -> None:
+    running, _ = transition(State(status=S.STARTING), EVENTS["spawned"], spec(), now=3.0)
+    assert running.run == Run(pid=8, started_at=3.0, start_time=T0)
+    stopped, _ = transition(state_in(S.STOPPING), StopDone(code=-15), spec(), now=4.0)
+    assert stopped.run is None and stopped.exit_code == -15
+
+
+def test_stop_uses_the_spec_signal_and_timeout() -> None:
+    _, effects = transition(state_in(S.RUNNING), Stop(), spec(stop_signal="SIGINT", stop_timeout=2.5), 1)
+    assert effects == (StopTree("SIGINT", 2.5),)
+
+
+def test_exit_of_another_instance_is_ignored() -> None:
+    before = state_in(S.RUNNING)
+    assert transition(before, Exited(pid=99, code=1), spec(), 1.0) == (before, ())
+
+
+def test_explicit_start_resets_k_but_start_in_backoff_keeps_it() -> None:
+    crashed = State(status=S.CRASHED, failures=4, restart_count=4)
+    after, _ = transition(crashed, Start(), spec(), 0)
+    assert (after.failures, after.restart_count) == (0, 4)
+    backoff = State(status=S.BACKOFF, failures=3)
+    after, _ = transition(backoff, Start(), spec(), 0)
+    assert after.failures == 3
+
+
+def test_retry_counts_a_restart() -> None:
+    after, _ = transition(State(status=S.BACKOFF, restart_count=2), RetryDue(), spec(), 0)
+    assert after.restart_count == 3
+
+
+# --- backoff --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("k", "expected"), [(1, 1.0), (2, 2.0), (3, 4.0), (5, 16.0), (6, 30.0), (100, 30.0), (5000, 30.0)]
+)
+def test_backoff_formula(k: int, expected: float) -> None:
+    assert backoff_delay(k, 1.0, 30.0) == expected
+
+
+def test_backoff_counts_from_one() -> None:
+    with pytest.raises(ValueError):
+        backoff_delay(0, 1.0, 30.0)
+
+
+def run_exits(
+    state: State, code: int, ran_for: float, process: ProcessSpec, delays: list[float] | None = None
+) -> State:
+    """Spawn an instance at t=0, let it exit after ``ran_for`` seconds; note the retry delay."""
+    if state.status is not S.STARTING:
+        state, _ = transition(state, Start(), process, 0.0)
+    state, _ = transition(state, Spawned(pid=1, start_time=T0), process, 0.0)
+    state, effects = transition(state, Exited(pid=1, code=code), process, ran_for)
+    for effect in effects:
+        assert isinstance(effect, ScheduleRetry)
+        if delays is not None:
+            delays.append(effect.delay)
+    return state
+
+
+def test_always_failing_script_with_max_retries_3_runs_4_times_then_crashes() -> None:
+    process = spec(max_retries=3, backoff=1.0, max_backoff=30.0)
+    state = State()
+    runs = 0
+    delays: list[float] = []
+    state, _ = transition(state, Start(), process, 0.0)
+    while True:
+        runs += 1
+        state = run_exits(state, 1, 0.5, process, delays)
+        if state.status is not S.BACKOFF:
+            break
+        state, _ = transition(state, RetryDue(), process, 0.0)
+    assert runs == 4
+    assert state.status is S.CRASHED
+    assert state.restart_count == 3
+    assert state.exit_code == 1
+    assert delays == [1.0, 2.0, 4.0]
+    assert "gave up after 3 restarts" in state.last_error and "exited with code 1" in state.last_error
+
+
+def test_a_healthy_run_resets_k() -> None:
+    process = spec(healthy_after=10.0, backoff=1.0)
+    state = State(status=S.STARTING, failures=4)
+    delays: list[float] = []
+    state = run_exits(state, 1, 10.0, process, delays)  # ran exactly healthyAfter: healthy
+    assert state.failures == 1 and delays == [1.0]
+    state, _ = transition(state, RetryDue(), process, 0)
+    state = run_exits(state, 1, 9.99, process, delays)  # short: k grows
+    assert state.failures == 2 and delays == [1.0, 2.0]
+
+
+def test_max_retries_zero_crashes_on_first_end() -> None:
+    state = run_exits(State(status=S.STARTING), 1, 0.1, spec(max_retries=0))
+    assert state.status is S.CRASHED and state.restart_count == 0
+
+
+@pytest.mark.parametrize(
+    ("policy", "code", "status"),
+    [
+        (RestartPolicy.ALWAYS, 0, S.BACKOFF),
+        (RestartPolicy.ALWAYS, 1, S.BACKOFF),
+        (RestartPolicy.ON_FAILURE, 0, S.EXITED),
+        (RestartPolicy.ON_FAILURE, 3, S.BACKOFF),
+        (RestartPolicy.ON_FAILURE, -9, S.BACKOFF),
+        (RestartPolicy.NEVER, 0, S.EXITED),
+        (RestartPolicy.NEVER, 1, S.EXITED),
+    ],
+)
+def test_policies(policy: RestartPolicy, code: int, status: Status) -> None:
+    state = run_exits(State(status=S.STARTING), code, 0.1, spec(restart=policy))
+    assert state.status is status
+    assert state.exit_code == code
+
+
+@pytest.mark.parametrize(
+    ("policy", "status"),
+    [(RestartPolicy.ALWAYS, S.BACKOFF), (RestartPolicy.ON_FAILURE, S.BACKOFF), (RestartPolicy.NEVER, S.CRASHED)],
+)
+def test_spawn_errors_follow_the_policy(policy: RestartPolicy, status: Status) -> None:
+    state, _ = transition(State(status=S.STARTING), SpawnFailed("cannot start x: nope"), spec(restart=policy), 0)
+    assert state.status is status
+    assert state.exit_code is None
+    assert state.last_error == "cannot start x: nope"
+
+
+def test_zero_backoff_restarts_at_once() -> None:
+    _, effects = transition(state_in(S.RUNNING), Exited(pid=7, code=1), spec(backoff=0.0), 1.0)
+    assert effects == (ScheduleRetry(0.0),)
+
+
+def test_signal_death_is_described() -> None:
+    state, _ = transition(state_in(S.RUNNING), Exited(pid=7, code=-9), spec(), 1.0)
+    assert state.last_error == "killed by signal 9"
+
+
+def test_snapshot_derives_the_public_fields() -> None:
+    status = snapshot(state_in(S.RUNNING), spec(), ("x", "y"), now=12.5)
+    assert (status.pid, status.start_time, status.uptime) == (7, T0, 12.5)
+    assert status.status == "running" and status.command == ("x", "y")
+    stopped = snapshot(State(exit_code=-15), spec(), ("x",), now=99)
+    assert (stopped.pid, stopped.start_time, stopped.uptime, stopped.exit_code) == (None, None, 0.0, -15)
