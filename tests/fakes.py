@@ -25,9 +25,13 @@ class FakeClock:
         return datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=self.now)
 
     async def sleep(self, seconds: float) -> None:
-        event = anyio.Event()
-        self._sleepers.append((self.now + seconds, event))
-        await event.wait()
+        sleeper = (self.now + seconds, anyio.Event())
+        self._sleepers.append(sleeper)
+        try:
+            await sleeper[1].wait()
+        finally:
+            if sleeper in self._sleepers:  # cancelled before it was due
+                self._sleepers.remove(sleeper)
 
     @property
     def next_deadline(self) -> float | None:

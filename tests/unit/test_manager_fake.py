@@ -1,0 +1,164 @@
+"""ProcessManager over a FakeSpawner and FakeClock: exact backoff timing, no real sleeps."""
+
+from __future__ import annotations
+
+import random
+
+import anyio
+import pytest
+
+from processman import ProcessManager, Status, UnknownProcessError
+from processman.domain.errors import SpawnError
+from processman.domain.model import Config, ProcessSpec
+from processman.domain.ports import SpawnRequest
+from tests.fakes import FakeClock, FakeSpawner, RecordingSink
+
+pytestmark = pytest.mark.anyio
+
+
+def config(**overrides: object) -> Config:
+    values: dict[str, object] = {"id": "p", "cwd": "/", "command": ("prog",), "backoff": 1.0, "max_backoff": 4.0}
+    values.update(overrides)
+    return Config(processes=(ProcessSpec(**values),))  # type: ignore[arg-type]
+
+
+def manager(cfg: Config, spawner: FakeSpawner, clock: FakeClock, sink: RecordingSink | None = None) -> ProcessManager:
+    return ProcessManager(cfg, spawner=spawner, clock=clock, log_sinks=[sink or RecordingSink()], environ={})
+
+
+async def test_backoff_delays_are_exact_with_a_fake_clock() -> None:
+    spawner, clock = FakeSpawner(), FakeClock()
+    async with manager(config(max_retries=4), spawner, clock) as m:
+        assert m.status("p").status == "running"
+        for expected_delay in (1.0, 2.0, 4.0, 4.0):  # capped at maxBackoff
+            spawner.last.exit(1)
+            await anyio.wait_all_tasks_blocked()
+            assert m.status("p").status is Status.BACKOFF
+            assert clock.next_deadline == pytest.approx(clock.now + expected_delay)
+            await clock.advance(expected_delay - 0.001)
+            assert m.status("p").status is Status.BACKOFF
+            await clock.advance(0.001)
+            assert m.status("p").status is Status.RUNNING
+        spawner.last.exit(1)
+        await anyio.wait_all_tasks_blocked()
+        status = m.status("p")
+        assert status.status is Status.CRASHED
+        assert status.restart_count == 4 and status.exit_code == 1
+        assert len(spawner.requests) == 5
+
+
+async def test_a_healthy_run_resets_the_delay() -> None:
+    spawner, clock = FakeSpawner(), FakeClock()
+    async with manager(config(healthy_after=10.0), spawner, clock) as m:
+        spawner.last.exit(1)
+        await anyio.wait_all_tasks_blocked()
+        await clock.advance(1.0)
+        spawner.last.exit(1)
+        await anyio.wait_all_tasks_blocked()
+        assert clock.next_deadline == pytest.approx(clock.now + 2.0)
+        await clock.advance(2.0)
+        await clock.advance(10.0)  # a healthy run
+        spawner.last.exit(0)
+        await anyio.wait_all_tasks_blocked()
+        assert clock.next_deadline == pytest.approx(clock.now + 1.0)
+        assert m.status("p").restart_count == 2
+
+
+async def test_spawn_failures_follow_the_backoff_and_others_run_on() -> None:
+    def behaviour(request: SpawnRequest) -> None:
+        if request.process_id == "broken":
+            raise SpawnError("missing-prog", "not found on PATH")
+
+    spawner, clock = FakeSpawner(behaviour), FakeClock()
+    cfg = Config(processes=(
+        ProcessSpec(id="broken", cwd="/", command=("missing-prog",), max_retries=1),
+        ProcessSpec(id="fine", cwd="/", command=("prog",)),
+    ))
+    async with manager(cfg, spawner, clock) as m:
+        broken = m.status("broken")
+        assert broken.status is Status.BACKOFF
+        assert broken.last_error == "cannot start missing-prog: not found on PATH"
+        assert broken.exit_code is None
+        await clock.advance(1.0)
+        assert m.status("broken").status is Status.CRASHED
+        assert m.status("fine").status is Status.RUNNING
+
+
+async def test_stop_in_backoff_cancels_the_restart_and_start_in_backoff_starts_now() -> None:
+    spawner, clock = FakeSpawner(), FakeClock()
+    async with manager(config(), spawner, clock) as m:
+        spawner.last.exit(1)
+        await anyio.wait_all_tasks_blocked()
+        assert (await m.stop("p")).status is Status.STOPPED
+        await clock.advance(60)
+        assert m.status("p").status is Status.STOPPED and len(spawner.requests) == 1
+        await m.start("p")
+        spawner.last.exit(1)
+        await anyio.wait_all_tasks_blocked()
+        assert (await m.start("p")).status is Status.RUNNING
+        await anyio.wait_all_tasks_blocked()  # let the cancelled timer unwind
+        assert clock.next_deadline is None
+        assert m.status("p").restart_count == 0  # explicit starts are not counted
+
+
+async def test_restart_resets_k_and_stops_with_the_spec_signal() -> None:
+    spawner, clock = FakeSpawner(), FakeClock()
+    async with manager(config(stop_signal="SIGINT", stop_timeout=3.0), spawner, clock) as m:
+        first = spawner.last
+        status = await m.restart("p")
+        assert status.status is Status.RUNNING and status.pid == spawner.last.pid != first.pid
+        assert first.stop_calls == [("SIGINT", 3.0)]
+        assert status.exit_code == -15
+
+
+async def test_fifty_concurrent_commands_never_run_two_instances() -> None:
+    spawner, clock = FakeSpawner(), FakeClock()
+    rng = random.Random(7)
+    async with manager(config(), spawner, clock) as m:
+        async with anyio.create_task_group() as tg:
+            for _ in range(50):
+                tg.start_soon(rng.choice([m.start, m.stop, m.restart]), "p")
+        assert spawner.max_alive == 1
+        status = m.status("p")
+        assert status.status in (Status.RUNNING, Status.STOPPED)
+        assert (status.status is Status.RUNNING) == (len(spawner.alive) == 1)
+        if status.status is Status.RUNNING:
+            assert status.pid == next(iter(spawner.alive)).pid
+    assert not spawner.alive
+
+
+async def test_output_reaches_the_sinks_in_lines() -> None:
+    spawner, clock, sink = FakeSpawner(), FakeClock(), RecordingSink()
+    async with manager(config(), spawner, clock, sink) as m:
+        spawner.last.stdout.write(b"one\ntw")
+        spawner.last.stdout.write(b"o\n")
+        spawner.last.stderr.write(b"oops\n")
+        await anyio.wait_all_tasks_blocked()
+        by_stream = {
+            stream: [line for b in sink.batches if b.stream == stream for line in b.lines]
+            for stream in ("stdout", "stderr")
+        }
+        assert by_stream == {"stdout": ["one", "two"], "stderr": ["oops"]}
+        assert sorted(e.line for e in m.logs("p", 3)) == ["one", "oops", "two"]
+        assert len(m.logs("p", 2)) == 2
+    assert sink.closed
+
+
+async def test_shutdown_stops_everything_and_unknown_ids_raise() -> None:
+    spawner, clock = FakeSpawner(), FakeClock()
+    cfg = Config(processes=tuple(ProcessSpec(id=f"p{i}", cwd="/", command=("x",)) for i in range(5)))
+    async with manager(cfg, spawner, clock) as m:
+        assert len(spawner.alive) == 5
+        with pytest.raises(UnknownProcessError) as info:
+            m.status("nope")
+        assert isinstance(info.value, KeyError)
+        with pytest.raises(KeyError):
+            await m.start("nope")
+    assert not spawner.alive
+    assert [s.status for s in m.list()] == ["stopped"] * 5
+
+
+async def test_autostart_false_stays_stopped() -> None:
+    spawner, clock = FakeSpawner(), FakeClock()
+    async with manager(config(autostart=False), spawner, clock) as m:
+        assert m.status("p").status == "stopped" and not spawner.requests
