@@ -17,14 +17,13 @@ demo: $(STAMP)
 	cd examples/demo && ../../$(BIN)/processman run processman.toml
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests testdata examples benchmarks
-	$(BIN)/ruff format --check src tests || true
+	$(BIN)/ruff check src tests testdata examples
 
 typecheck: $(STAMP)
 	$(BIN)/mypy src
 
 test: $(STAMP)
-	$(BIN)/ruff check src tests testdata examples benchmarks
+	$(BIN)/ruff check src tests testdata examples
 	$(BIN)/mypy src
 	$(BIN)/pytest -q
 

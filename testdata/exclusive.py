@@ -1,4 +1,4 @@
-"""Hold an exclusive lock on argv[1] while alive; if another instance holds it, record that and exit 3.
+"""Hold an exclusive lock on argv[1]; if another instance holds it, note that and exit 3.
 
 Two instances of one process running at once leave a ``<argv[1]>.double`` file behind.
 """

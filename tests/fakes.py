@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 import anyio
+import anyio.lowlevel
 
-from processman.domain.ports import LogBatch, SpawnRequest
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable
+
+    from processman.domain.ports import LogBatch, SpawnRequest
 
 
 class FakeClock:
@@ -97,7 +101,7 @@ class FakeProcess:
 
     async def stop(self, signal: str, grace: float) -> int | None:
         self.stop_calls.append((signal, grace))
-        await anyio.sleep(0)
+        await anyio.lowlevel.checkpoint()
         self.exit(-15)
         return self.code
 
@@ -116,7 +120,7 @@ class FakeSpawner:
         self.requests.append(request)
         if self.behaviour is not None:
             self.behaviour(request)
-        await anyio.sleep(0)
+        await anyio.lowlevel.checkpoint()
         process = FakeProcess(request, self)
         self.processes.append(process)
         self.alive.add(process)
@@ -142,6 +146,4 @@ class RecordingSink:
         self.closed = True
 
     def lines(self, process: str | None = None) -> list[str]:
-        return [
-            line for b in self.batches if process in (None, b.process) for line in b.lines
-        ]
+        return [line for b in self.batches if process in (None, b.process) for line in b.lines]

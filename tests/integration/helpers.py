@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import anyio
 
 from processman.domain.model import Config, LogSettings, ProcessSpec
 from tests.conftest import TESTDATA
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 
 def script(process_id: str, name: str, *args: str, **overrides: object) -> ProcessSpec:
@@ -29,8 +32,9 @@ def config(*specs: ProcessSpec, **logs: object) -> Config:
     return Config(processes=specs, logs=LogSettings(**logs))  # type: ignore[arg-type]
 
 
-async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Poll ``predicate`` until it holds; fail after ``timeout`` seconds."""
-    with anyio.fail_after(timeout):
-        while not predicate():
+async def wait_until(predicate: Callable[[], bool], seconds: float = 10.0) -> None:
+    """Poll ``predicate`` until it holds; fail after ``seconds``."""
+    with anyio.fail_after(seconds):
+        # polls state outside the event loop (files, /proc), so no Event to wait on
+        while not predicate():  # noqa: ASYNC110
             await anyio.sleep(0.01)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import stat
 import time
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 import pytest
@@ -13,6 +13,9 @@ from processman import ProcessManager, Status
 from processman.domain.model import ProcessSpec
 from tests.conftest import TESTDATA, pid_alive
 from tests.integration.helpers import config, script, wait_until
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 pytestmark = pytest.mark.anyio
 
@@ -89,20 +92,34 @@ def _not_executable(tmp_path: Path) -> str:
 @pytest.mark.parametrize(
     ("make_spec", "expected"),
     [
-        (lambda tmp: ProcessSpec(id="bad", cwd=str(tmp), command=("no-such-program-xyz",)),
-         "cannot start no-such-program-xyz: not found on PATH"),
-        (lambda tmp: ProcessSpec(id="bad", cwd=str(tmp), command=(str(tmp / "missing"),)),
-         "missing: file not found"),
-        (lambda tmp: ProcessSpec(id="bad", cwd=str(tmp / "gone"), command=("true",)),
-         "gone: working directory does not exist"),
-        (lambda tmp: ProcessSpec(id="bad", cwd=str(tmp), command=(_not_executable(tmp),)),
-         "tool.sh: permission denied (is it executable?)"),
-        (lambda tmp: ProcessSpec(id="bad", cwd=str(tmp), script=str(tmp / "w.py"), interpreter="nopython9"),
-         "no interpreter found; tried nopython9 (on PATH)"),
+        (
+            lambda tmp: ProcessSpec(id="bad", cwd=str(tmp), command=("no-such-program-xyz",)),
+            "cannot start no-such-program-xyz: not found on PATH",
+        ),
+        (
+            lambda tmp: ProcessSpec(id="bad", cwd=str(tmp), command=(str(tmp / "missing"),)),
+            "missing: file not found",
+        ),
+        (
+            lambda tmp: ProcessSpec(id="bad", cwd=str(tmp / "gone"), command=("true",)),
+            "gone: working directory does not exist",
+        ),
+        (
+            lambda tmp: ProcessSpec(id="bad", cwd=str(tmp), command=(_not_executable(tmp),)),
+            "tool.sh: permission denied (is it executable?)",
+        ),
+        (
+            lambda tmp: ProcessSpec(
+                id="bad", cwd=str(tmp), script=str(tmp / "w.py"), interpreter="nopython9"
+            ),
+            "no interpreter found; tried nopython9 (on PATH)",
+        ),
     ],
     ids=["missing-program", "missing-path", "missing-cwd", "no-permission", "no-interpreter"],
 )
-async def test_spawn_failures_backoff_and_others_run_on(tmp_path: Path, make_spec, expected: str) -> None:  # type: ignore[no-untyped-def]
+async def test_spawn_failures_backoff_and_others_run_on(
+    tmp_path: Path, make_spec, expected: str
+) -> None:  # type: ignore[no-untyped-def]
     bad = ProcessSpec(**{**_fields(make_spec(tmp_path)), "backoff": 0.05, "max_retries": 2})
     async with ProcessManager(config(bad, script("echo", "echo.py"))) as m:
         status = await m.wait_for_status("bad", Status.CRASHED)
@@ -122,7 +139,10 @@ async def test_child_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     async with ProcessManager(config(spec)) as m:
         await wait_until(lambda: len(lines(m, "env")) == 4)
         assert lines(m, "env") == [
-            "PROCESSMAN_ID=env", "PYTHONUNBUFFERED=1", "PROCESSMAN_TOKEN=<unset>", "FROM_ENV=yes"
+            "PROCESSMAN_ID=env",
+            "PYTHONUNBUFFERED=1",
+            "PROCESSMAN_TOKEN=<unset>",
+            "FROM_ENV=yes",
         ]
 
 

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from processman.adapters.config import DISCOVERY_ORDER, discover, load_config
 from processman.domain.errors import ConfigError
 from processman.domain.model import RestartPolicy
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 ENV = {"HOME": "/home/u", "PORT": "8000", "PATH": "/usr/bin"}
 
@@ -68,7 +71,11 @@ def test_full_toml(tmp_path: Path) -> None:
     assert worker.script == f"{app}/worker.py"
     assert worker.args == ("--port", "9000")  # envFile wins over the manager's environment
     assert worker.env == {
-        "SECRET": "s3cret", "PORT": "9000", "GREETING": "hello world", "FROM_FILE": "s3cret", "ID": "worker"
+        "SECRET": "s3cret",
+        "PORT": "9000",
+        "GREETING": "hello world",
+        "FROM_FILE": "s3cret",
+        "ID": "worker",
     }
     assert worker.restart is RestartPolicy.ON_FAILURE
     assert (worker.max_retries, worker.backoff, worker.max_backoff) == (3, 0.25, 90.0)
@@ -77,11 +84,20 @@ def test_full_toml(tmp_path: Path) -> None:
     assert (worker.watch_ignore, worker.watch_debounce) == (("*.tmp",), 0.01)
     assert web.command == ("node", "server.js", "--flag", "two words", "$HOME")
     assert web.cwd == str(tmp_path) and web.restart is RestartPolicy.ALWAYS
-    assert (web.backoff, web.max_backoff, web.healthy_after, web.stop_timeout) == (1.0, 30.0, 10.0, 10.0)
+    assert (web.backoff, web.max_backoff, web.healthy_after, web.stop_timeout) == (
+        1.0,
+        30.0,
+        10.0,
+        10.0,
+    )
     assert config.api.listen == "0.0.0.0:9876" and config.api.token == "/home/u"
     assert config.api.base_url == "http://127.0.0.1:9876"
     assert config.logs.dir == str(tmp_path / "logs")
-    assert (config.logs.rotation_bytes, config.logs.retention, config.logs.buffer_lines) == (1048576, 2, 50)
+    assert (config.logs.rotation_bytes, config.logs.retention, config.logs.buffer_lines) == (
+        1048576,
+        2,
+        50,
+    )
     assert config.logs.console is False
 
 
@@ -91,7 +107,12 @@ def test_yaml_and_json_match_toml(tmp_path: Path) -> None:
     toml_text = '[[processes]]\nid = "a"\ncommand = ["echo", "hi"]\nbackoff = 0\n'
     configs = [
         load_config(write(tmp_path, name, text), environ=ENV).processes
-        for name, text in [("c.yaml", yaml_text), ("c.yml", yaml_text), ("c.json", json_text), ("c.toml", toml_text)]
+        for name, text in [
+            ("c.yaml", yaml_text),
+            ("c.yml", yaml_text),
+            ("c.json", json_text),
+            ("c.toml", toml_text),
+        ]
     ]
     assert all(c == configs[0] for c in configs)
     assert configs[0][0].backoff == 0.0
@@ -101,9 +122,18 @@ def test_legacy_pb_processes_json_loads_unchanged(tmp_path: Path) -> None:
     # As Go's encoding/json writes the original plugin's ProcessConfig: cwd and
     # interpreter always present (maybe ""), the omitempty fields left out.
     legacy = [
-        {"id": "ai-worker", "script": "worker.py", "args": ["--model", "small"], "cwd": "",
-         "env": {"MODE": "dev"}, "interpreter": "", "maxRetries": 5, "backoff": "2s",
-         "devMode": True, "watchPaths": ["./"]},
+        {
+            "id": "ai-worker",
+            "script": "worker.py",
+            "args": ["--model", "small"],
+            "cwd": "",
+            "env": {"MODE": "dev"},
+            "interpreter": "",
+            "maxRetries": 5,
+            "backoff": "2s",
+            "devMode": True,
+            "watchPaths": ["./"],
+        },
         {"id": "bridge", "command": "node bridge.js", "cwd": "", "interpreter": ""},
         {"id": "py", "script": "x.py", "cwd": "", "interpreter": "auto"},
     ]
@@ -120,7 +150,11 @@ def test_procfile(tmp_path: Path) -> None:
     text = "# comment\n\nweb: python -m http.server $PORT && echo done\nworker:python worker.py\n"
     config = load_config(write(tmp_path, "Procfile", text), environ=ENV)
     assert [p.id for p in config.processes] == ["web", "worker"]
-    assert config.processes[0].command == ("/bin/sh", "-c", "python -m http.server $PORT && echo done")
+    assert config.processes[0].command == (
+        "/bin/sh",
+        "-c",
+        "python -m http.server $PORT && echo done",
+    )
     assert config.processes[1].cwd == str(tmp_path)
 
 
@@ -153,37 +187,67 @@ BAD: list[tuple[str, str, str, str]] = [
     ("p.toml", P + "max_retries = 1\n", "processes[0].max_retries", "unknown key"),
     ("p.toml", '[[processes]]\nid = "a"\ncommand = "x"\n[extra]\n', "extra", "unknown key"),
     ("p.toml", P + "[api]\nport = 1\n", "api.port", "unknown key"),
-    ("p.toml", P + "maxRetries = \"3\"\n", "processes[0].maxRetries", "Expected int"),
+    ("p.toml", P + 'maxRetries = "3"\n', "processes[0].maxRetries", "Expected int"),
     ("p.toml", P + "maxRetries = -2\n", "processes[0].maxRetries", ">= -1"),
-    ("p.toml", P + "autostart = \"yes\"\n", "processes[0].autostart", "Expected bool"),
+    ("p.toml", P + 'autostart = "yes"\n', "processes[0].autostart", "Expected bool"),
     ("p.toml", P + "env = { A = [1] }\n", "processes[0].env[...]", "got array"),
-    ("p.toml", P + "args = \"--x\"\n", "processes[0].args", "Expected array"),
-    ("p.toml", P + "backoff = \"1 second\"\n", "processes[0].backoff", "invalid duration"),
+    ("p.toml", P + 'args = "--x"\n', "processes[0].args", "Expected array"),
+    ("p.toml", P + 'backoff = "1 second"\n', "processes[0].backoff", "invalid duration"),
     ("p.toml", P + "backoff = 5\n", "processes[0].backoff", "bare number"),
-    ("p.toml", P + "backoff = \"-1s\"\n", "processes[0].backoff", "negative"),
+    ("p.toml", P + 'backoff = "-1s"\n', "processes[0].backoff", "negative"),
     ("p.toml", P + "stopTimeout = 1.5\n", "processes[0].stopTimeout", "Expected"),
-    ("p.toml", P + "backoff = \"10s\"\nmaxBackoff = \"1s\"\n", "processes[0].maxBackoff", "below backoff"),
-    ("p.toml", P + "stopSignal = \"SIGNOPE\"\n", "processes[0].stopSignal", "unknown signal"),
-    ("p.toml", P + "stopSignal = \"15\"\n", "processes[0].stopSignal", "unknown signal"),
-    ("p.toml", P + "restart = \"sometimes\"\n", "processes[0].restart", "expected 'always'"),
-    ("p.toml", P + '[[processes]]\nid = "a"\ncommand = "y"\n', "processes[1].id", "duplicate id 'a'"),
+    (
+        "p.toml",
+        P + 'backoff = "10s"\nmaxBackoff = "1s"\n',
+        "processes[0].maxBackoff",
+        "below backoff",
+    ),
+    ("p.toml", P + 'stopSignal = "SIGNOPE"\n', "processes[0].stopSignal", "unknown signal"),
+    ("p.toml", P + 'stopSignal = "15"\n', "processes[0].stopSignal", "unknown signal"),
+    ("p.toml", P + 'restart = "sometimes"\n', "processes[0].restart", "expected 'always'"),
+    (
+        "p.toml",
+        P + '[[processes]]\nid = "a"\ncommand = "y"\n',
+        "processes[1].id",
+        "duplicate id 'a'",
+    ),
     ("p.toml", '[[processes]]\nid = "-bad"\ncommand = "x"\n', "processes[0].id", "invalid id"),
     ("p.toml", '[[processes]]\nid = "has space"\ncommand = "x"\n', "processes[0].id", "invalid id"),
-    ("p.toml", '[[processes]]\nid = "' + "a" * 65 + '"\ncommand = "x"\n', "processes[0].id", "invalid id"),
+    (
+        "p.toml",
+        '[[processes]]\nid = "' + "a" * 65 + '"\ncommand = "x"\n',
+        "processes[0].id",
+        "invalid id",
+    ),
     ("p.toml", '[[processes]]\ncommand = "x"\n', "processes[0].id", "required key 'id'"),
-    ("p.toml", '[[processes]]\nid = "a"\nscript = "a.py"\ncommand = "x"\n', "processes[0].command", "not both"),
+    (
+        "p.toml",
+        '[[processes]]\nid = "a"\nscript = "a.py"\ncommand = "x"\n',
+        "processes[0].command",
+        "not both",
+    ),
     ("p.toml", '[[processes]]\nid = "a"\n', "processes[0]", "needs `script` or `command`"),
     ("p.toml", P + 'interpreter = "python3"\n', "processes[0].interpreter", "applies to `script`"),
-    ("p.toml", '[[processes]]\nid = "a"\ncommand = "x ${NOPE}"\n', "processes[0].command", "${NOPE}"),
+    (
+        "p.toml",
+        '[[processes]]\nid = "a"\ncommand = "x ${NOPE}"\n',
+        "processes[0].command",
+        "${NOPE}",
+    ),
     ("p.toml", P + 'env = { A = "${NOPE}" }\n', "processes[0].env.A", "${NOPE}"),
     ("p.toml", P + 'args = ["ok", "$NOPE"]\n', "processes[0].args[1]", "stray"),
-    ("p.toml", '[[processes]]\nid = "a"\ncommand = "x \'unclosed"\n', "processes[0].command", "cannot split"),
+    (
+        "p.toml",
+        '[[processes]]\nid = "a"\ncommand = "x \'unclosed"\n',
+        "processes[0].command",
+        "cannot split",
+    ),
     ("p.toml", '[[processes]]\nid = "a"\ncommand = ""\n', "processes[0].command", "empty"),
     ("p.toml", '[[processes]]\nid = "a"\ncommand = []\n', "processes[0].command", "empty"),
     ("p.toml", P + 'envFile = "missing.env"\n', "processes[0].envFile", "cannot read"),
-    ("p.toml", P + "[logs]\nrotation = \"big\"\n", "logs.rotation", "invalid size"),
-    ("p.toml", P + "[api]\nlisten = \"nohostport\"\n", "api.listen", "HOST:PORT"),
-    ("p.toml", P + "[api]\nlisten = \"127.0.0.1:70000\"\n", "api.listen", "out of range"),
+    ("p.toml", P + '[logs]\nrotation = "big"\n', "logs.rotation", "invalid size"),
+    ("p.toml", P + '[api]\nlisten = "nohostport"\n', "api.listen", "HOST:PORT"),
+    ("p.toml", P + '[api]\nlisten = "127.0.0.1:70000"\n', "api.listen", "out of range"),
     ("p.toml", "[[processes]\nid = 1\n", "", "invalid TOML"),
     ("p.toml", "", "", "empty"),
     ("p.toml", "  \n\n", "", "empty"),
@@ -192,13 +256,32 @@ BAD: list[tuple[str, str, str, str]] = [
     ("p.yaml", "processes: [\n", "", "invalid YAML at line"),
     ("p.yaml", "- id: a\n  command: x\n", "", "expected an object"),
     ("p.yaml", "just a string\n", "", "expected an object"),
-    ("p.yaml", "processes:\n  - id: a\n    command: x\n    backoff: [1]\n", "processes[0].backoff", "Expected"),
+    (
+        "p.yaml",
+        "processes:\n  - id: a\n    command: x\n    backoff: [1]\n",
+        "processes[0].backoff",
+        "Expected",
+    ),
     ("p.json", '{"processes": [', "", "invalid JSON at line 1"),
     ("p.json", "42", "", "expected an object"),
-    ("p.json", '{"processes": [{"id": "a", "command": "x", "devmode": true}]}', "processes[0].devmode",
-     "did you mean 'devMode'"),
-    ("pb_processes.json", '[{"id": "a", "command": "x"}, {"id": "b", "backoff": "1s"}]', "[1]", "needs"),
-    ("pb_processes.json", '[{"id": "a", "command": "x", "backoff": 3}]', "[0].backoff", "bare number"),
+    (
+        "p.json",
+        '{"processes": [{"id": "a", "command": "x", "devmode": true}]}',
+        "processes[0].devmode",
+        "did you mean 'devMode'",
+    ),
+    (
+        "pb_processes.json",
+        '[{"id": "a", "command": "x"}, {"id": "b", "backoff": "1s"}]',
+        "[1]",
+        "needs",
+    ),
+    (
+        "pb_processes.json",
+        '[{"id": "a", "command": "x", "backoff": 3}]',
+        "[0].backoff",
+        "bare number",
+    ),
     ("p.ini", "[x]\n", "", "unknown config format"),
     ("Procfile", "web python app.py\n", "line 1", "expected `name: command`"),
     ("Procfile", "web: a\nweb: b\n", "line 2", "duplicate id 'web'"),
@@ -206,7 +289,9 @@ BAD: list[tuple[str, str, str, str]] = [
 ]
 
 
-@pytest.mark.parametrize(("name", "content", "field", "reason"), BAD, ids=[f"{i}-{b[2]}" for i, b in enumerate(BAD)])
+@pytest.mark.parametrize(
+    ("name", "content", "field", "reason"), BAD, ids=[f"{i}-{b[2]}" for i, b in enumerate(BAD)]
+)
 def test_bad_config(tmp_path: Path, name: str, content: str, field: str, reason: str) -> None:
     path = write(tmp_path, name, content)
     with pytest.raises(ConfigError) as info:

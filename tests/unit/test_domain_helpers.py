@@ -16,8 +16,17 @@ from processman.domain.templating import expand
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("250ms", 0.25), ("1s", 1.0), ("1.5s", 1.5), ("2m", 120.0), ("1m30s", 90.0), ("0s", 0.0),
-     (0, 0.0), ("1h", 3600.0), ("10us", 1e-5)],
+    [
+        ("250ms", 0.25),
+        ("1s", 1.0),
+        ("1.5s", 1.5),
+        ("2m", 120.0),
+        ("1m30s", 90.0),
+        ("0s", 0.0),
+        (0, 0.0),
+        ("1h", 3600.0),
+        ("10us", 1e-5),
+    ],
 )
 def test_durations(text: str | int, seconds: float) -> None:
     assert parse_duration(text) == pytest.approx(seconds)
@@ -69,7 +78,12 @@ def test_dotenv() -> None:
         'D="line\\nnext"\nE=value # comment\nF=\n'
     )
     assert parse_dotenv(text) == {
-        "A": "1", "B": "two words", "C": "single $x", "D": "line\nnext", "E": "value", "F": "",
+        "A": "1",
+        "B": "two words",
+        "C": "single $x",
+        "D": "line\nnext",
+        "E": "value",
+        "F": "",
     }
 
 
@@ -80,7 +94,9 @@ def test_bad_dotenv(bad: str) -> None:
 
 
 def script_spec(script: str, interpreter: str | None = None, cwd: str = "/app") -> ProcessSpec:
-    return ProcessSpec(id="p", cwd=cwd, script=f"{cwd}/{script}", interpreter=interpreter, args=("-v",))
+    return ProcessSpec(
+        id="p", cwd=cwd, script=f"{cwd}/{script}", interpreter=interpreter, args=("-v",)
+    )
 
 
 PY_CANDIDATES = [
@@ -93,7 +109,7 @@ PY_CANDIDATES = [
 
 @pytest.mark.parametrize("found", [*PY_CANDIDATES, "python3"])
 def test_python_candidates_in_order(found: str) -> None:
-    files = set(PY_CANDIDATES[PY_CANDIDATES.index(found):]) if found in PY_CANDIDATES else set()
+    files = set(PY_CANDIDATES[PY_CANDIDATES.index(found) :]) if found in PY_CANDIDATES else set()
     argv, interpreter = resolve_argv(
         script_spec("w.py"),
         exists=files.__contains__,
@@ -140,7 +156,9 @@ def test_node_candidates(script: str, files: set[str], expected: str) -> None:
 
 
 def test_other_scripts_run_directly() -> None:
-    argv, interpreter = resolve_argv(script_spec("run.sh"), exists=lambda p: False, which=lambda n: None)
+    argv, interpreter = resolve_argv(
+        script_spec("run.sh"), exists=lambda p: False, which=lambda n: None
+    )
     assert argv == ("/app/run.sh", "-v") and interpreter is None
 
 
@@ -153,16 +171,23 @@ def test_not_found_lists_every_candidate() -> None:
 
 def test_explicit_interpreter() -> None:
     argv, _ = resolve_argv(
-        script_spec("w.py", interpreter="pypy3"), exists=lambda p: False, which=lambda n: f"/opt/{n}"
+        script_spec("w.py", interpreter="pypy3"),
+        exists=lambda p: False,
+        which=lambda n: f"/opt/{n}",
     )
     assert argv == ("/opt/pypy3", "/app/w.py", "-v")
     with pytest.raises(InterpreterNotFoundError, match="/opt/py"):
-        resolve_argv(script_spec("w.py", interpreter="/opt/py"), exists=lambda p: False, which=lambda n: None)
+        resolve_argv(
+            script_spec("w.py", interpreter="/opt/py"), exists=lambda p: False, which=lambda n: None
+        )
 
 
 def test_command_is_returned_as_written() -> None:
     spec = ProcessSpec(id="c", cwd="/", command=("node", "s.js"), args=("--x",))
-    assert resolve_argv(spec, exists=lambda p: False, which=lambda n: None) == (("node", "s.js", "--x"), None)
+    assert resolve_argv(spec, exists=lambda p: False, which=lambda n: None) == (
+        ("node", "s.js", "--x"),
+        None,
+    )
 
 
 def test_line_splitter() -> None:
@@ -188,7 +213,8 @@ def test_child_environment() -> None:
     assert env == {"A": "env", "P": "1", "PROCESSMAN_ID": "w", "PYTHONUNBUFFERED": "1"}
     command = ProcessSpec(id="c", cwd="/", command=("x",), env={})
     assert child_environment({}, command, "http://127.0.0.1:9") == {
-        "PROCESSMAN_ID": "c", "PROCESSMAN_API": "http://127.0.0.1:9"
+        "PROCESSMAN_ID": "c",
+        "PROCESSMAN_API": "http://127.0.0.1:9",
     }
     own = ProcessSpec(id="w", cwd="/", script="/w.py", env={"PYTHONUNBUFFERED": "0"})
     assert child_environment({}, own, "")["PYTHONUNBUFFERED"] == "0"

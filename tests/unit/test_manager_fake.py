@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from typing import TYPE_CHECKING
 
 import anyio
 import pytest
@@ -10,20 +11,32 @@ import pytest
 from processman import ProcessManager, Status, UnknownProcessError
 from processman.domain.errors import SpawnError
 from processman.domain.model import Config, ProcessSpec
-from processman.domain.ports import SpawnRequest
 from tests.fakes import FakeClock, FakeSpawner, RecordingSink
+
+if TYPE_CHECKING:
+    from processman.domain.ports import SpawnRequest
 
 pytestmark = pytest.mark.anyio
 
 
 def config(**overrides: object) -> Config:
-    values: dict[str, object] = {"id": "p", "cwd": "/", "command": ("prog",), "backoff": 1.0, "max_backoff": 4.0}
+    values: dict[str, object] = {
+        "id": "p",
+        "cwd": "/",
+        "command": ("prog",),
+        "backoff": 1.0,
+        "max_backoff": 4.0,
+    }
     values.update(overrides)
     return Config(processes=(ProcessSpec(**values),))  # type: ignore[arg-type]
 
 
-def manager(cfg: Config, spawner: FakeSpawner, clock: FakeClock, sink: RecordingSink | None = None) -> ProcessManager:
-    return ProcessManager(cfg, spawner=spawner, clock=clock, log_sinks=[sink or RecordingSink()], environ={})
+def manager(
+    cfg: Config, spawner: FakeSpawner, clock: FakeClock, sink: RecordingSink | None = None
+) -> ProcessManager:
+    return ProcessManager(
+        cfg, spawner=spawner, clock=clock, log_sinks=[sink or RecordingSink()], environ={}
+    )
 
 
 async def test_backoff_delays_are_exact_with_a_fake_clock() -> None:
@@ -70,10 +83,12 @@ async def test_spawn_failures_follow_the_backoff_and_others_run_on() -> None:
             raise SpawnError("missing-prog", "not found on PATH")
 
     spawner, clock = FakeSpawner(behaviour), FakeClock()
-    cfg = Config(processes=(
-        ProcessSpec(id="broken", cwd="/", command=("missing-prog",), max_retries=1),
-        ProcessSpec(id="fine", cwd="/", command=("prog",)),
-    ))
+    cfg = Config(
+        processes=(
+            ProcessSpec(id="broken", cwd="/", command=("missing-prog",), max_retries=1),
+            ProcessSpec(id="fine", cwd="/", command=("prog",)),
+        )
+    )
     async with manager(cfg, spawner, clock) as m:
         broken = m.status("broken")
         assert broken.status is Status.BACKOFF
@@ -146,7 +161,9 @@ async def test_output_reaches_the_sinks_in_lines() -> None:
 
 async def test_shutdown_stops_everything_and_unknown_ids_raise() -> None:
     spawner, clock = FakeSpawner(), FakeClock()
-    cfg = Config(processes=tuple(ProcessSpec(id=f"p{i}", cwd="/", command=("x",)) for i in range(5)))
+    cfg = Config(
+        processes=tuple(ProcessSpec(id=f"p{i}", cwd="/", command=("x",)) for i in range(5))
+    )
     async with manager(cfg, spawner, clock) as m:
         assert len(spawner.alive) == 5
         with pytest.raises(UnknownProcessError) as info:

@@ -16,8 +16,8 @@ from processman.domain.state import (
     Run,
     ScheduleRetry,
     Spawn,
-    SpawnFailed,
     Spawned,
+    SpawnFailed,
     Start,
     State,
     Stop,
@@ -133,7 +133,9 @@ def test_running_has_a_run_and_stopped_has_none() -> None:
 
 
 def test_stop_uses_the_spec_signal_and_timeout() -> None:
-    _, effects = transition(state_in(S.RUNNING), Stop(), spec(stop_signal="SIGINT", stop_timeout=2.5), 1)
+    _, effects = transition(
+        state_in(S.RUNNING), Stop(), spec(stop_signal="SIGINT", stop_timeout=2.5), 1
+    )
     assert effects == (StopTree("SIGINT", 2.5),)
 
 
@@ -160,7 +162,8 @@ def test_retry_counts_a_restart() -> None:
 
 
 @pytest.mark.parametrize(
-    ("k", "expected"), [(1, 1.0), (2, 2.0), (3, 4.0), (5, 16.0), (6, 30.0), (100, 30.0), (5000, 30.0)]
+    ("k", "expected"),
+    [(1, 1.0), (2, 2.0), (3, 4.0), (5, 16.0), (6, 30.0), (100, 30.0), (5000, 30.0)],
 )
 def test_backoff_formula(k: int, expected: float) -> None:
     assert backoff_delay(k, 1.0, 30.0) == expected
@@ -203,7 +206,9 @@ def test_always_failing_script_with_max_retries_3_runs_4_times_then_crashes() ->
     assert state.restart_count == 3
     assert state.exit_code == 1
     assert delays == [1.0, 2.0, 4.0]
-    assert "gave up after 3 restarts" in state.last_error and "exited with code 1" in state.last_error
+    assert (
+        "gave up after 3 restarts" in state.last_error and "exited with code 1" in state.last_error
+    )
 
 
 def test_a_healthy_run_resets_k() -> None:
@@ -242,10 +247,16 @@ def test_policies(policy: RestartPolicy, code: int, status: Status) -> None:
 
 @pytest.mark.parametrize(
     ("policy", "status"),
-    [(RestartPolicy.ALWAYS, S.BACKOFF), (RestartPolicy.ON_FAILURE, S.BACKOFF), (RestartPolicy.NEVER, S.CRASHED)],
+    [
+        (RestartPolicy.ALWAYS, S.BACKOFF),
+        (RestartPolicy.ON_FAILURE, S.BACKOFF),
+        (RestartPolicy.NEVER, S.CRASHED),
+    ],
 )
 def test_spawn_errors_follow_the_policy(policy: RestartPolicy, status: Status) -> None:
-    state, _ = transition(State(status=S.STARTING), SpawnFailed("cannot start x: nope"), spec(restart=policy), 0)
+    state, _ = transition(
+        State(status=S.STARTING), SpawnFailed("cannot start x: nope"), spec(restart=policy), 0
+    )
     assert state.status is status
     assert state.exit_code is None
     assert state.last_error == "cannot start x: nope"
@@ -266,4 +277,9 @@ def test_snapshot_derives_the_public_fields() -> None:
     assert (status.pid, status.start_time, status.uptime) == (7, T0, 12.5)
     assert status.status == "running" and status.command == ("x", "y")
     stopped = snapshot(State(exit_code=-15), spec(), ("x",), now=99)
-    assert (stopped.pid, stopped.start_time, stopped.uptime, stopped.exit_code) == (None, None, 0.0, -15)
+    assert (stopped.pid, stopped.start_time, stopped.uptime, stopped.exit_code) == (
+        None,
+        None,
+        0.0,
+        -15,
+    )

@@ -8,25 +8,15 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from datetime import datetime
 from typing import IO, TYPE_CHECKING, Any, TextIO
 
-import msgspec
 from loguru import logger
 
-from processman.domain.ports import StreamName
+from processman.domain.ports import LogEntry
 
 if TYPE_CHECKING:
     from processman.domain.model import LogSettings
     from processman.domain.ports import LogBatch
-
-
-class LogEntry(msgspec.Struct, frozen=True):
-    """One buffered line, as the API serves it."""
-
-    time: datetime
-    stream: StreamName
-    line: str
 
 
 class RingBufferSink:

@@ -19,8 +19,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterable, Sequence
     from types import TracebackType
 
-    from processman.adapters.logs import LogEntry, RingBufferSink
-    from processman.domain.ports import Clock, LogSink, Spawner
+    from processman.domain.ports import Clock, LogBuffer, LogEntry, LogSink, Spawner
 
 #: After every tree is gone, how long the output readers get to drain the pipes.
 DRAIN_GRACE = 1.0
@@ -57,7 +56,7 @@ class ProcessManager:
         self.container.config.override(providers.Object(config))
         self._spawner: Spawner = spawner if spawner is not None else self.container.spawner()
         self._clock: Clock = clock if clock is not None else self.container.clock()
-        self.ring_buffer: RingBufferSink = self.container.ring_buffer()
+        self.ring_buffer: LogBuffer = self.container.ring_buffer()
         extra = list(log_sinks) if log_sinks is not None else self.container.log_sinks()
         self._sinks: list[LogSink] = [self.ring_buffer, *extra]
         self._environ = dict(os.environ if environ is None else environ)

@@ -91,6 +91,23 @@ class LogSink(Protocol):
         ...
 
 
+class LogEntry(msgspec.Struct, frozen=True):
+    """One buffered line, as the API serves it."""
+
+    time: datetime
+    stream: StreamName
+    line: str
+
+
+@runtime_checkable
+class LogBuffer(LogSink, Protocol):
+    """A sink that remembers the last lines of each process (the ring buffer)."""
+
+    def tail(self, process_id: str, count: int) -> list[LogEntry]:
+        """The last ``count`` lines of a process, oldest first."""
+        ...
+
+
 @runtime_checkable
 class Clock(Protocol):
     """Time, so that tests can control it."""

@@ -1,0 +1,153 @@
+"""The ``processman`` command, run as a real subprocess."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from typing import TYPE_CHECKING
+
+import pytest
+
+from processman import __version__
+from tests.conftest import TESTDATA, pid_alive
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+
+def processman(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "processman", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=30,
+    )
+
+
+def write_config(tmp_path: Path, pid_file: Path) -> Path:
+    path = tmp_path / "processman.toml"
+    path.write_text(
+        f"""
+[[processes]]
+id = "tree"
+script = "{TESTDATA / "grandchild.py"}"
+interpreter = "{sys.executable}"
+args = ["{pid_file}"]
+
+[[processes]]
+id = "echo"
+command = ["{sys.executable}", "{TESTDATA / "echo.py"}"]
+"""
+    )
+    return path
+
+
+def _read_until(proc: subprocess.Popen[str], *needles: str) -> str:
+    """Read the child's stderr until every needle has appeared (the test timeout bounds it)."""
+    assert proc.stderr is not None
+    seen = ""
+    while not all(n in seen for n in needles):
+        line = proc.stderr.readline()
+        assert line, f"processman ended early: {seen}"
+        seen += line
+    return seen
+
+
+def test_version_and_help() -> None:
+    assert processman("--version").stdout.strip() == f"processman {__version__}"
+    for command in ([], ["run"], ["check"]):
+        result = processman(*command, "--help")
+        assert result.returncode == 0 and "usage: processman" in result.stdout
+
+
+def test_check_prints_each_process(tmp_path: Path) -> None:
+    config = write_config(tmp_path, tmp_path / "pid")
+    result = processman("check", cwd=tmp_path)  # discovered in the current directory
+    assert result.returncode == 0, result.stderr
+    assert "tree\n  argv:        " + sys.executable in result.stdout
+    assert f"  cwd:         {tmp_path}" in result.stdout
+    assert f"  interpreter: {sys.executable} ({sys.executable})" in result.stdout
+    assert "echo\n" in result.stdout
+    explicit = processman("check", str(config)).stdout
+    assert explicit.splitlines()[1:] == result.stdout.splitlines()[1:]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (
+            '[[processes]]\nid = "a"\ncommand = "x"\nbackof = "1s"\n',
+            "processman.toml: processes[0].backof: unknown key 'backof' (did you mean 'backoff'?)",
+        ),
+        ("[[processes]\n", "processman.toml: invalid TOML"),
+        ("", "processman.toml: the file is empty"),
+    ],
+)
+def test_bad_config_exits_2_without_traceback(tmp_path: Path, content: str, message: str) -> None:
+    (tmp_path / "processman.toml").write_text(content)
+    for command in ("check", "run"):
+        result = processman(command, cwd=tmp_path)
+        assert result.returncode == 2
+        assert message in result.stderr
+        assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+def test_missing_config_and_unknown_only(tmp_path: Path) -> None:
+    result = processman("check", str(tmp_path / "nope.toml"))
+    assert result.returncode == 2 and "nope.toml: file not found" in result.stderr
+    result = processman("run", cwd=tmp_path)
+    assert result.returncode == 2 and "no config file found" in result.stderr
+    config = write_config(tmp_path, tmp_path / "pid")
+    result = processman("run", str(config), "--only", "echo,ghost")
+    assert (
+        result.returncode == 2 and "--only: unknown id 'ghost' (known: echo, tree)" in result.stderr
+    )
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_run_until_signal_then_clean_exit(tmp_path: Path, sig: signal.Signals) -> None:
+    pid_file = tmp_path / "pid"
+    config = write_config(tmp_path, pid_file)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "processman", "run", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        seen = _read_until(proc, "Hello from Python", "tree | grandchild ")
+        grandchild = int(pid_file.read_text())
+        proc.send_signal(sig)
+        _, rest = proc.communicate(timeout=15)
+        err = seen + rest
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert not pid_alive(grandchild)
+    assert "echo | Hello from Python" in err
+    assert f"{sig.name} received: stopping every process" in err
+    assert "Traceback" not in err
+
+
+def test_run_only_one(tmp_path: Path) -> None:
+    config = write_config(tmp_path, tmp_path / "pid")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "processman", "run", str(config), "--only", "echo"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _read_until(proc, "Hello from Python")
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0
+    assert not (tmp_path / "pid").exists()  # "tree" never started

@@ -1,0 +1,93 @@
+"""Log bridging with real children: files, rotation, odd bytes, a chatty child."""
+
+from __future__ import annotations
+
+import io
+import re
+from typing import TYPE_CHECKING
+
+import pytest
+from loguru import logger
+
+from processman import ProcessManager
+from processman.adapters.logs import FileSink, LoguruSink, add_console_sink
+from tests.integration.helpers import config, script, wait_until
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+pytestmark = pytest.mark.anyio
+
+LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (stdout|stderr) \| (.*)$")
+
+
+async def test_hundred_thousand_lines_all_in_the_file_in_order(tmp_path: Path) -> None:
+    count = 100_000
+    spec = script("chatty", "chatty.py", str(count))
+    async with ProcessManager(config(spec, dir=str(tmp_path))) as m:
+        # the child writes everything, then says so on stderr and sleeps: it was never blocked
+        last = f"line {count - 1:07d} of a chatty child"
+        log = tmp_path / "chatty.log"
+        await wait_until(lambda: log.exists() and last in _tail(log), 30)
+    text = (tmp_path / "chatty.log").read_text().splitlines()
+    stdout = []
+    for row in text:
+        match = LINE.match(row)
+        assert match, row
+        if match.group(1) == "stdout":
+            stdout.append(match.group(2))
+    assert stdout == [f"line {i:07d} of a chatty child" for i in range(count)]
+    assert len(m.logs("chatty", 10**9)) == 1000  # the ring keeps bufferLines
+
+
+def _tail(path: Path) -> str:
+    with path.open("rb") as file:
+        file.seek(max(0, path.stat().st_size - 4096))
+        return file.read().decode(errors="replace")
+
+
+async def test_invalid_utf8_long_lines_and_an_unterminated_line(tmp_path: Path) -> None:
+    spec = script("raw", "raw_bytes.py", restart="never")
+    async with ProcessManager(config(spec, dir=str(tmp_path))) as m:
+        await m.wait_for_status("raw", "exited")
+        await wait_until(lambda: len(m.logs("raw", 10)) == 4)
+        lines = [e.line for e in m.logs("raw", 10)]
+    assert lines[0] == "bad \ufffd\ufffd bytes"
+    assert lines[1] == "x" * 65536 and lines[2] == "x" * (70 * 1024 - 65536)
+    assert lines[3] == "no newline at the end"
+    assert (tmp_path / "raw.log").read_text().count("\n") == 4
+
+
+def test_file_sink_rotates_and_keeps_retention(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from processman.domain.ports import LogBatch
+
+    sink = FileSink(str(tmp_path), rotation_bytes=200, retention=2)
+    for i in range(20):
+        sink.write(LogBatch("p", "stdout", 1, datetime.now(UTC), [f"batch {i:02d} " + "x" * 40]))
+    sink.close()
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["p.log", "p.log.1", "p.log.2"]
+    assert all(p.stat().st_size <= 200 for p in tmp_path.iterdir())
+    assert "batch 19" in (tmp_path / "p.log").read_text()
+
+
+async def test_loguru_records_and_the_console_format() -> None:
+    records: list[dict[str, object]] = []
+    console = io.StringIO()
+    logger.enable("processman")
+    handler = logger.add(lambda m: records.append(m.record["extra"] | {"msg": m.record["message"]}))
+    console_handler = add_console_sink(["echo"], console, colorize=False)
+    try:
+        spec = script("echo", "echo.py")
+        async with ProcessManager(config(spec), log_sinks=[LoguruSink()]) as m:
+            await wait_until(lambda: any(r.get("msg") == "Hello from Python" for r in records))
+            pid = m.status("echo").pid
+    finally:
+        logger.remove(handler)
+        logger.remove(console_handler)
+        logger.disable("processman")
+    hello = next(r for r in records if r.get("msg") == "Hello from Python")
+    assert hello["process"] == "echo" and hello["stream"] == "stdout" and hello["pid"] == pid
+    assert re.search(r"^\d\d:\d\d:\d\d\.\d{3} echo \| Hello from Python$", console.getvalue(), re.M)
