@@ -1,0 +1,64 @@
+"""Plugging in a custom spawner and log sink: by keyword argument and by overriding the container."""
+
+from __future__ import annotations
+
+import pytest
+from dependency_injector import providers
+
+from processman import ProcessManager
+from processman.adapters.clock import AnyioClock
+from processman.adapters.logs import FileSink, LoguruSink, RingBufferSink
+from processman.adapters.spawn_posix import PosixSpawner
+from processman.app import Container
+from processman.domain.model import Config, LogSettings, ProcessSpec
+from processman.domain.ports import Clock, LogBuffer, LogSink, Spawner
+from tests.fakes import FakeClock, FakeSpawner, RecordingSink
+
+pytestmark = pytest.mark.anyio
+
+CONFIG = Config(processes=(ProcessSpec(id="p", cwd="/", command=("prog",)),))
+
+
+async def test_custom_spawner_and_sink_by_keyword() -> None:
+    spawner, sink = FakeSpawner(), RecordingSink()
+    async with ProcessManager(CONFIG, spawner=spawner, log_sinks=[sink], clock=FakeClock()) as m:
+        spawner.last.stdout.write(b"hello\n")
+        await m.stop("p")
+    assert [r.argv for r in spawner.requests] == [("prog",)]
+    assert sink.lines() == ["hello"] and sink.closed
+
+
+async def test_custom_spawner_and_sink_by_overriding_the_container() -> None:
+    spawner, sink = FakeSpawner(), RecordingSink()
+    container = Container()
+    container.spawner.override(providers.Object(spawner))
+    container.log_sinks.override(providers.Object([sink]))
+    container.clock.override(providers.Object(FakeClock()))
+    async with ProcessManager(CONFIG, container=container) as m:
+        spawner.last.stdout.write(b"hello\n")
+        await m.stop("p")
+    assert len(spawner.requests) == 1
+    assert sink.lines() == ["hello"]
+
+
+def test_default_wiring(tmp_path: object) -> None:
+    container = Container()
+    container.config.override(
+        providers.Object(Config(processes=(), logs=LogSettings(dir="/tmp/x")))
+    )
+    assert isinstance(container.spawner(), PosixSpawner)
+    assert isinstance(container.clock(), AnyioClock)
+    sinks = container.log_sinks()
+    assert [type(s) for s in sinks] == [LoguruSink, FileSink]
+    assert isinstance(container.ring_buffer(), RingBufferSink)
+    # the adapters satisfy the ports structurally
+    assert isinstance(container.spawner(), Spawner) and isinstance(container.clock(), Clock)
+    assert all(isinstance(s, LogSink) for s in sinks) and isinstance(
+        container.ring_buffer(), LogBuffer
+    )
+
+
+def test_no_file_sink_without_logs_dir() -> None:
+    container = Container()
+    container.config.override(providers.Object(Config(processes=())))
+    assert [type(s) for s in container.log_sinks()] == [LoguruSink]
