@@ -207,6 +207,12 @@ def test_line_splitter_keeps_characters_whole() -> None:
     assert splitter.feed(text.encode()) == ["aaaaaaa", "\u00e9bb"]
 
 
+def test_line_splitter_keeps_four_byte_characters_whole() -> None:
+    splitter = LineSplitter(limit=8)
+    assert splitter.feed("aaaaaa\U0001f600b\n".encode()) == ["aaaaaa", "\U0001f600b"]
+    assert splitter.feed(b"\x80" * 10 + b"\n") == ["\ufffd" * 8, "\ufffd" * 2]
+
+
 def test_child_environment() -> None:
     spec = ProcessSpec(id="w", cwd="/", script="/w.py", env={"A": "env", "PROCESSMAN_ID": "x"})
     env = child_environment({"A": "inherited", "PROCESSMAN_TOKEN": "secret", "P": "1"}, spec, "")

@@ -53,12 +53,13 @@ class LineSplitter:
         start = 0
         while len(data) - start > self._limit:
             end = start + self._limit
-            # step back over UTF-8 continuation bytes so a character is not cut in two
-            back = 0
-            while back < 3 and (data[end - back] & 0xC0) == 0x80:
-                back += 1
-            if back < 3 or (data[end - back] & 0xC0) != 0x80:
-                end -= back
+            # do not cut a UTF-8 character in two: step back to the byte that starts it
+            for back in range(4):
+                if data[end - back] & 0xC0 != 0x80:
+                    break
+            else:
+                back = 0  # not UTF-8 anyway: cut at the limit
+            end -= back
             pieces.append(data[start:end])
             start = end
         pieces.append(data[start:])
