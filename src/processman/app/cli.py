@@ -1,23 +1,39 @@
-"""The ``processman`` command: ``run`` supervises in the foreground, ``check`` validates."""
+"""The ``processman`` command.
+
+``run`` supervises in the foreground (and serves the HTTP API when asked), ``check``
+validates a config; ``status``, ``start``, ``stop``, ``restart`` and ``logs`` are
+clients of a running supervisor's HTTP API.
+"""
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
+import json
 import os
 import shlex
 import shutil
 import signal
+import socket
 import sys
-from typing import TYPE_CHECKING
+import urllib.parse
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from loguru import logger
 
 from processman._version import __version__
+from processman.adapters.api_client import DEFAULT_API, ApiClient
 from processman.adapters.config import load_config
+from processman.adapters.http import ApiServer, create_app
 from processman.adapters.logs import add_console_sink
 from processman.app.manager import ProcessManager
-from processman.domain.errors import ConfigError, InterpreterNotFoundError
+from processman.domain.errors import (
+    ApiError,
+    ApiUnreachableError,
+    ConfigError,
+    InterpreterNotFoundError,
+)
 from processman.domain.interpreter import resolve_argv
 from processman.domain.model import Config
 
@@ -25,7 +41,14 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
 EXIT_OK = 0
+EXIT_REFUSED = 1
 EXIT_BAD_CONFIG = 2
+EXIT_UNREACHABLE = 3
+
+_CONFIG_HELP = (
+    "the config file; by default the first of processman.toml, processman.yaml, "
+    "processman.yml, processman.json, pb_processes.json, Procfile in the current directory"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,10 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Start every autostart process and keep them alive until SIGINT or "
         "SIGTERM, then stop them all. Exit 0 after a clean shutdown, 2 on a bad config.",
     )
-    run.add_argument("config", nargs="?", metavar="CONFIG", help=_config_help())
-    run.add_argument(
-        "--only", metavar="ID,...", help="supervise only these processes (comma-separated ids)"
-    )
+    run.add_argument("config", nargs="?", metavar="CONFIG", help=_CONFIG_HELP)
+    run.add_argument("--api", metavar="HOST:PORT", help="serve the HTTP control API here")
+    run.add_argument("--only", metavar="ID,...", help="supervise only these processes")
 
     check = commands.add_parser(
         "check",
@@ -54,32 +76,63 @@ def build_parser() -> argparse.ArgumentParser:
         description="Validate CONFIG and print each process's resolved argv, cwd and "
         "interpreter. Exit 0 when valid, 2 when not (errors on stderr).",
     )
-    check.add_argument("config", nargs="?", metavar="CONFIG", help=_config_help())
-    return parser
+    check.add_argument("config", nargs="?", metavar="CONFIG", help=_CONFIG_HELP)
 
-
-def _config_help() -> str:
-    return (
-        "the config file; by default the first of processman.toml, processman.yaml, "
-        "processman.yml, processman.json, pb_processes.json, Procfile in the current directory"
+    client = argparse.ArgumentParser(add_help=False)
+    client.add_argument(
+        "--api", metavar="URL", help=f"the API's base URL (PROCESSMAN_API; default {DEFAULT_API})"
     )
+    client.add_argument("--token", help="bearer token (PROCESSMAN_TOKEN)")
+    status = commands.add_parser(
+        "status",
+        parents=[client],
+        help="show every process of a running supervisor",
+        description="A table of id, status, pid, uptime, restarts and last error. Exit 0 "
+        "on success, 1 when the server refuses, 3 when it cannot be reached.",
+    )
+    status.add_argument("--json", action="store_true", help="print the API's JSON array")
+    for name, verb in (("start", "start"), ("stop", "stop"), ("restart", "restart")):
+        command = commands.add_parser(
+            name,
+            parents=[client],
+            help=f"{verb} one process",
+            description=f"{verb.capitalize()} process ID and print its status once done. "
+            "Exit 0 on success, 1 when the server refuses, 3 when it cannot be reached.",
+        )
+        command.add_argument("id", metavar="ID")
+    logs = commands.add_parser(
+        "logs",
+        parents=[client],
+        help="print a process's recent output",
+        description="Print the last N buffered lines of process ID; with -f, go on printing "
+        "new lines until Ctrl-C.",
+    )
+    logs.add_argument("id", metavar="ID")
+    logs.add_argument("-n", type=int, default=100, metavar="N", help="how many lines (100)")
+    logs.add_argument("-f", "--follow", action="store_true", help="follow the live stream")
+    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the console script."""
     args = build_parser().parse_args(argv)
     if args.command == "run":
-        sys.exit(run(args.config, only=args.only))
-    sys.exit(check(args.config))
+        sys.exit(run(args.config, only=args.only, api=args.api))
+    if args.command == "check":
+        sys.exit(check(args.config))
+    sys.exit(client_command(args))
 
 
-def _fail(message: str) -> int:
+def _fail(message: str, code: int = EXIT_BAD_CONFIG) -> int:
     print(f"processman: {message}", file=sys.stderr)
-    return EXIT_BAD_CONFIG
+    return code
 
 
-def _load(path: str | None, only: str | None = None) -> Config:
-    config = load_config(path)
+# --- run ----------------------------------------------------------------------------
+
+
+def _load(path: str | None, only: str | None = None, api: str | None = None) -> Config:
+    config = load_config(path, api_listen=api)
     if only is None:
         return config
     wanted = [part.strip() for part in only.split(",") if part.strip()]
@@ -93,38 +146,86 @@ def _load(path: str | None, only: str | None = None) -> Config:
     return Config(processes=processes, api=config.api, logs=config.logs, source=config.source)
 
 
-def run(path: str | None, *, only: str | None = None) -> int:
+def _split_listen(listen: str) -> tuple[str, int]:
+    host, _, port = listen.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """Bind the API's socket up front, so that a busy port is a clear error, not a crash."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host or "0.0.0.0", port))
+        sock.listen(128)
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
+
+
+def run(path: str | None, *, only: str | None = None, api: str | None = None) -> int:
     """``processman run``: supervise until SIGINT/SIGTERM."""
     try:
-        config = _load(path, only)
+        config = _load(path, only, api)
     except ConfigError as exc:
         return _fail(str(exc))
+    token = config.api.token or os.environ.get("PROCESSMAN_TOKEN") or None
+    sock = None
+    if config.api.listen:
+        host, port = _split_listen(config.api.listen)
+        if token is None and not _is_loopback(host):
+            return _fail(
+                f"refusing to serve the API on {config.api.listen} without a token: a "
+                "non-loopback address needs api.token or PROCESSMAN_TOKEN"
+            )
+        try:
+            sock = _bind(host, port)
+        except OSError as exc:
+            return _fail(f"cannot listen on {config.api.listen}: {exc.strerror or exc}")
     logger.remove()
     handler = None
     if config.logs.console:
-        ids = [spec.id for spec in config.processes]
-        handler = add_console_sink(ids, sys.stderr, colorize=None)
+        handler = add_console_sink([s.id for s in config.processes], sys.stderr, colorize=None)
     logger.enable("processman")
-    if config.api.listen:
-        logger.bind(process="processman", stream="manager").warning(
-            "api.listen is set but this version has no HTTP API yet; ignored"
-        )
     try:
-        anyio.run(_supervise, config)
+        anyio.run(_supervise, config, token, sock)
     finally:
         if handler is not None:
             logger.remove(handler)
+        if sock is not None:
+            sock.close()
     return EXIT_OK
 
 
-async def _supervise(config: Config) -> None:
+async def _supervise(config: Config, token: str | None, sock: socket.socket | None) -> None:
+    log = logger.bind(process="processman", stream="manager")
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with ProcessManager(config):
+        async with ProcessManager(config) as manager, anyio.create_task_group() as tg:
+            server = None
+            if sock is not None:
+                server = ApiServer(create_app(manager, token=token))
+                await tg.start(server.serve, sock)
+                log.info("API on {}", config.api.base_url)
             async for received in signals:
-                logger.bind(process="processman", stream="manager").info(
-                    "{} received: stopping every process", signal.Signals(received).name
-                )
+                log.info("{} received: stopping every process", signal.Signals(received).name)
                 break
+            if server is not None:
+                server.stop()
+
+
+# --- check --------------------------------------------------------------------------
 
 
 def check(path: str | None) -> int:
@@ -154,3 +255,98 @@ def check(path: str | None) -> int:
             found = program if "/" in program else shutil.which(program)
             print(f"  program:     {found or program + ' (not found on PATH)'}")
     return EXIT_OK
+
+
+# --- clients of the HTTP API ----------------------------------------------------------
+
+
+def client_command(args: argparse.Namespace) -> int:
+    """``status``, ``start``, ``stop``, ``restart``, ``logs``."""
+    base = args.api or os.environ.get("PROCESSMAN_API") or DEFAULT_API
+    token = args.token or os.environ.get("PROCESSMAN_TOKEN") or None
+    client = ApiClient(base, token)
+    try:
+        if args.command == "status":
+            statuses = client.get("/api/processes")
+            if args.json:
+                print(json.dumps(statuses, indent=2))
+            else:
+                print(format_table(statuses))
+        elif args.command in ("start", "stop", "restart"):
+            quoted = _quote(args.id)
+            status = client.post(f"/api/processes/{quoted}/{args.command}")
+            print(format_table([status]))
+        else:
+            return _logs(client, args.id, args.n, args.follow)
+    except ApiUnreachableError as exc:
+        return _fail(str(exc), EXIT_UNREACHABLE)
+    except ApiError as exc:
+        return _fail(f"{client.base_url}: {exc.message}", EXIT_REFUSED)
+    return EXIT_OK
+
+
+def _quote(process_id: str) -> str:
+    return urllib.parse.quote(process_id, safe="")
+
+
+def _logs(client: ApiClient, process_id: str, count: int, follow: bool) -> int:
+    if count < 0:
+        return _fail("-n must be 0 or more", EXIT_REFUSED)
+    quoted = _quote(process_id)
+    for entry in client.get(f"/api/processes/{quoted}/logs", tail=count):
+        _print_line(entry)
+    if not follow:
+        return EXIT_OK
+    try:
+        for event, data in client.events(f"/api/processes/{quoted}/logs/stream"):
+            record = json.loads(data)
+            if event == "gap":
+                print(f"[processman: {record['dropped']} lines dropped]", file=sys.stderr)
+            else:
+                _print_line(record)
+    except KeyboardInterrupt:
+        return EXIT_OK
+    return EXIT_OK
+
+
+def _print_line(entry: dict[str, Any]) -> None:
+    out = sys.stderr if entry.get("stream") == "stderr" else sys.stdout
+    print(entry.get("line", ""), file=out, flush=True)
+
+
+def format_table(statuses: list[dict[str, Any]]) -> str:
+    """The ``status`` table: id, status, pid, uptime, restarts, last error."""
+    rows = [("ID", "STATUS", "PID", "UPTIME", "RESTARTS", "LAST ERROR")]
+    for s in statuses:
+        rows.append(
+            (
+                str(s["id"]),
+                str(s["status"]),
+                "-" if s["pid"] is None else str(s["pid"]),
+                format_uptime(float(s["uptime"])) if s["status"] == "running" else "-",
+                str(s["restartCount"]),
+                str(s["lastError"]),
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    return "\n".join(
+        (
+            "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:5])) + "  " + row[5]
+        ).rstrip()
+        for row in rows
+    )
+
+
+def format_uptime(seconds: float) -> str:
+    """``42s``, ``5m03s``, ``2h10m``, ``3d04h``."""
+    whole = int(seconds)
+    if whole < 60:
+        return f"{seconds:.0f}s"
+    minutes, secs = divmod(whole, 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours}h{minutes:02d}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d{hours:02d}h"

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, contextmanager
 from typing import TYPE_CHECKING
 
 import anyio
 from dependency_injector import providers
 
+from processman.app.broadcast import LogHub, Subscription
 from processman.app.container import Container
 from processman.app.runner import ProcessRunner
 from processman.domain.errors import UnknownProcessError
@@ -16,7 +17,7 @@ from processman.domain.model import Config, ProcessStatus, Status
 
 if TYPE_CHECKING:
     import builtins
-    from collections.abc import Awaitable, Callable, Iterable, Sequence
+    from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
     from types import TracebackType
 
     from processman.domain.ports import Clock, LogBuffer, LogEntry, LogSink, Spawner
@@ -58,7 +59,8 @@ class ProcessManager:
         self._clock: Clock = clock if clock is not None else self.container.clock()
         self.ring_buffer: LogBuffer = self.container.ring_buffer()
         extra = list(log_sinks) if log_sinks is not None else self.container.log_sinks()
-        self._sinks: list[LogSink] = [self.ring_buffer, *extra]
+        self._hub = LogHub()
+        self._sinks: list[LogSink] = [self.ring_buffer, self._hub, *extra]
         self._environ = dict(os.environ if environ is None else environ)
         self._runners: dict[str, ProcessRunner] = {}
         self._stack: AsyncExitStack | None = None
@@ -132,6 +134,17 @@ class ProcessManager:
         """The last ``tail`` buffered lines of a process, oldest first."""
         self._runner(process_id)
         return self.ring_buffer.tail(process_id, tail)
+
+    @contextmanager
+    def subscribe(self, process_id: str) -> Iterator[Subscription]:
+        """Live lines of a process (across restarts) while the ``with`` block runs.
+
+        ``await subscription.receive()`` returns ``(entries, dropped)``: a reader that
+        falls behind loses lines (counted in ``dropped``) instead of slowing anyone.
+        """
+        self._runner(process_id)
+        with self._hub.subscribe(process_id) as subscription:
+            yield subscription
 
     async def wait_for_status(self, process_id: str, *statuses: Status | str) -> ProcessStatus:
         """Wait until the process is in one of ``statuses``; wrap in ``anyio.fail_after``."""

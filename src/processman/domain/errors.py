@@ -6,8 +6,10 @@
     ├── ConfigError                  a config file is missing, malformed or invalid
     ├── TemplateError                a ``${NAME}`` could not be expanded
     ├── UnknownProcessError          (also a KeyError) no process has that id
-    └── SpawnError                   a process could not be started
-        └── InterpreterNotFoundError no interpreter candidate exists
+    ├── SpawnError                   a process could not be started
+    │   └── InterpreterNotFoundError no interpreter candidate exists
+    └── ApiError                     the control API refused a request (CLI client)
+        └── ApiUnreachableError      the control API could not be reached
 
 Errors carry structured fields and read well as strings.
 """
@@ -90,3 +92,20 @@ class InterpreterNotFoundError(SpawnError):
     def __init__(self, script: str, tried: Sequence[str]) -> None:
         self.tried = tuple(tried)
         super().__init__(script, "no interpreter found; tried " + ", ".join(self.tried))
+
+
+class ApiError(ProcessmanError):
+    """The control API answered with an error (``status`` is the HTTP status)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        self.status = status
+        self.message = message
+        super().__init__(message)
+
+
+class ApiUnreachableError(ApiError):
+    """No answer from the control API at ``url``."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        self.url = url
+        super().__init__(0, f"cannot reach the processman API at {url}: {reason}")

@@ -154,8 +154,11 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
         return next((p for p in self.processes if p.id == process_id), None)
 
 
-class ProcessStatus(msgspec.Struct, frozen=True, kw_only=True):
-    """A snapshot of one process, as ``ProcessManager.status()`` returns it."""
+class ProcessStatus(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """A snapshot of one process, as ``ProcessManager.status()`` returns it.
+
+    Attributes are snake_case; encoded (the HTTP API) the fields are camelCase.
+    """
 
     id: str
     status: Status

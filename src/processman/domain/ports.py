@@ -8,9 +8,15 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterable, Mapping
 from datetime import datetime
-from typing import Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 import msgspec
+
+if TYPE_CHECKING:
+    import builtins
+    from contextlib import AbstractContextManager
+
+    from processman.domain.model import Config, ProcessStatus
 
 StreamName = Literal["stdout", "stderr"]
 
@@ -105,6 +111,52 @@ class LogBuffer(LogSink, Protocol):
 
     def tail(self, process_id: str, count: int) -> list[LogEntry]:
         """The last ``count`` lines of a process, oldest first."""
+        ...
+
+
+class LogSubscription(Protocol):
+    """Live lines of one process, from the moment of subscription."""
+
+    async def receive(self) -> tuple[list[LogEntry], int]:
+        """Wait for lines; return them and how many were dropped right after them."""
+        ...
+
+
+@runtime_checkable
+class ProcessControl(Protocol):
+    """What a driving adapter (the HTTP API) needs of the manager."""
+
+    @property
+    def config(self) -> Config:
+        """The configuration being supervised."""
+        ...
+
+    def list(self) -> builtins.list[ProcessStatus]:
+        """Every status, in config order."""
+        ...
+
+    def status(self, process_id: str) -> ProcessStatus:
+        """One status; raises UnknownProcessError."""
+        ...
+
+    async def start(self, process_id: str) -> ProcessStatus:
+        """Start; return once spawned or failed."""
+        ...
+
+    async def stop(self, process_id: str) -> ProcessStatus:
+        """Stop; return once the tree is gone."""
+        ...
+
+    async def restart(self, process_id: str) -> ProcessStatus:
+        """Restart; return once the new instance is spawned."""
+        ...
+
+    def logs(self, process_id: str, tail: int = 100) -> builtins.list[LogEntry]:
+        """The last buffered lines, oldest first."""
+        ...
+
+    def subscribe(self, process_id: str) -> AbstractContextManager[LogSubscription]:
+        """Live lines of a process while the block runs; raises UnknownProcessError."""
         ...
 
 

@@ -1,0 +1,99 @@
+"""A small client of the control API for the CLI (standard library only: no extra dependency)."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import TYPE_CHECKING, Any
+
+from processman.domain.errors import ApiError, ApiUnreachableError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+#: Where the CLI looks when neither ``--api`` nor ``PROCESSMAN_API`` is given.
+DEFAULT_API = "http://127.0.0.1:9876"
+
+
+def normalise_base_url(value: str) -> str:
+    """``127.0.0.1:9876`` -> ``http://127.0.0.1:9876``; no trailing slash."""
+    value = value.strip().rstrip("/")
+    if "://" not in value:
+        value = "http://" + value
+    return value
+
+
+class ApiClient:
+    """Blocking calls to one processman API."""
+
+    def __init__(self, base_url: str, token: str | None = None, timeout: float = 600.0) -> None:
+        self.base_url = normalise_base_url(base_url)
+        self.token = token
+        self.timeout = timeout
+
+    def get(self, path: str, **query: object) -> Any:
+        """GET ``path`` and decode the JSON answer."""
+        return self._json("GET", path, query)
+
+    def post(self, path: str) -> Any:
+        """POST ``path`` (no body) and decode the JSON answer."""
+        return self._json("POST", path, {})
+
+    def events(self, path: str) -> Iterator[tuple[str, str]]:
+        """Follow a Server-Sent Events stream: ``(event, data)`` pairs, until it ends."""
+        with self._open("GET", path, {}, timeout=None) as response:
+            event, data = "message", list[str]()
+            for raw in response:
+                line = raw.decode("utf-8", "replace").rstrip("\r\n")
+                if not line:
+                    if data:
+                        yield event, "\n".join(data)
+                    event, data = "message", []
+                elif line.startswith(":"):
+                    continue
+                else:
+                    field, _, value = line.partition(":")
+                    value = value.removeprefix(" ")
+                    if field == "event":
+                        event = value
+                    elif field == "data":
+                        data.append(value)
+
+    def _json(self, method: str, path: str, query: dict[str, object]) -> Any:
+        with self._open(method, path, query, timeout=self.timeout) as response:
+            body = response.read()
+        try:
+            return json.loads(body)
+        except ValueError:
+            raise ApiError(200, f"{self.base_url}{path}: the answer is not JSON") from None
+
+    def _open(self, method: str, path: str, query: dict[str, object], timeout: float | None) -> Any:
+        url = self.base_url + path
+        if query:
+            url += "?" + urllib.parse.urlencode(query)
+        request = urllib.request.Request(url, method=method)
+        if self.token:
+            request.add_header("Authorization", f"Bearer {self.token}")
+        try:
+            return urllib.request.urlopen(request, timeout=timeout)  # noqa: S310 - URL from the user
+        except urllib.error.HTTPError as exc:
+            raise ApiError(exc.code, _message(exc)) from None
+        except urllib.error.URLError as exc:
+            reason = exc.reason.strerror if isinstance(exc.reason, OSError) else exc.reason
+            raise ApiUnreachableError(self.base_url, str(reason or exc).lower()) from None
+        except TimeoutError:
+            raise ApiUnreachableError(self.base_url, "timed out") from None
+        except (ConnectionError, ValueError) as exc:
+            raise ApiUnreachableError(self.base_url, str(exc)) from None
+
+
+def _message(exc: urllib.error.HTTPError) -> str:
+    try:
+        body = json.loads(exc.read())
+        if isinstance(body, dict) and isinstance(body.get("error"), str):
+            return str(body["error"])
+    except (ValueError, OSError):
+        pass
+    return f"HTTP {exc.code} {exc.reason}"

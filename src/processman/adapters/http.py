@@ -1,0 +1,323 @@
+"""The HTTP control API of SPEC §5: one ASGI app (Starlette), mountable in a host app.
+
+``create_app(manager)`` serves the manager's statuses, commands and logs as JSON,
+live logs as Server-Sent Events, and its own OpenAPI document, generated from the
+same msgspec types the handlers encode.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import msgspec
+import uvicorn
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from processman._version import __version__
+from processman.domain.errors import UnknownProcessError
+from processman.domain.model import ProcessStatus
+from processman.domain.ports import LogEntry, ProcessControl
+
+if TYPE_CHECKING:
+    import socket
+
+    from anyio.abc import TaskStatus
+
+#: Seconds between ``: keep-alive`` comments on an idle log stream.
+KEEPALIVE_SECONDS = 15.0
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+class Health(msgspec.Struct, frozen=True):
+    """``GET /api/health``."""
+
+    status: str
+    processes: int
+
+
+class ErrorBody(msgspec.Struct, frozen=True):
+    """Every 4xx answer."""
+
+    error: str
+
+
+class Gap(msgspec.Struct, frozen=True):
+    """The ``gap`` event of a log stream: lines this client missed by falling behind."""
+
+    dropped: int
+
+
+_encode = msgspec.json.Encoder().encode
+
+
+def json_response(
+    body: Any, status_code: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    """Encode ``body`` with msgspec (camelCase status objects, RFC 3339 times)."""
+    return Response(_encode(body), status_code, headers, media_type="application/json")
+
+
+def error(status_code: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    """``{"error": message}`` with ``status_code``."""
+    return json_response(ErrorBody(message), status_code, headers)
+
+
+def create_app(
+    manager: ProcessControl,
+    *,
+    token: str | None = None,
+    keepalive: float = KEEPALIVE_SECONDS,
+) -> Starlette:
+    """The control API for ``manager``.
+
+    Args:
+        manager: a running ``ProcessManager`` (or anything with its methods).
+        token: the bearer token every ``/api/processes`` request must carry; by default
+            the config's ``api.token``; no auth when both are unset.
+        keepalive: seconds between keep-alive comments on log streams.
+    """
+    expected = token if token is not None else manager.config.api.token
+    expected_bytes = expected.encode() if expected else None
+
+    def guarded(handler: Handler) -> Handler:
+        async def check(request: Request) -> Response:
+            if expected_bytes is not None:
+                given = request.headers.get("authorization", "")
+                scheme, _, credentials = given.partition(" ")
+                ok = scheme.lower() == "bearer" and hmac.compare_digest(
+                    credentials.strip().encode(), expected_bytes
+                )
+                if not ok:
+                    return error(
+                        401, "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"}
+                    )
+            try:
+                return await handler(request)
+            except UnknownProcessError as exc:
+                return error(404, str(exc))
+
+        return check
+
+    async def health(request: Request) -> Response:
+        return json_response(Health("ok", len(manager.config.processes)))
+
+    async def list_processes(request: Request) -> Response:
+        return json_response(manager.list())
+
+    async def get_process(request: Request) -> Response:
+        return json_response(manager.status(request.path_params["id"]))
+
+    async def start(request: Request) -> Response:
+        return json_response(await manager.start(request.path_params["id"]))
+
+    async def stop(request: Request) -> Response:
+        return json_response(await manager.stop(request.path_params["id"]))
+
+    async def restart(request: Request) -> Response:
+        return json_response(await manager.restart(request.path_params["id"]))
+
+    async def logs(request: Request) -> Response:
+        process_id = request.path_params["id"]
+        manager.status(process_id)  # 404 before 400
+        raw = request.query_params.get("tail", "100")
+        if not raw.isascii() or not raw.isdigit():
+            return error(400, f"tail must be a non-negative integer, got {raw!r}")
+        tail = min(int(raw), manager.config.logs.buffer_lines)
+        return json_response(manager.logs(process_id, tail))
+
+    async def stream(request: Request) -> Response:
+        process_id = request.path_params["id"]
+        manager.status(process_id)
+        return StreamingResponse(
+            _events(manager, process_id, keepalive),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    async def openapi(request: Request) -> Response:
+        return json_response(openapi_document(secured=expected_bytes is not None))
+
+    routes = [
+        Route("/api/health", health, methods=["GET"]),
+        Route("/api/processes", guarded(list_processes), methods=["GET"]),
+        Route("/api/processes/{id}", guarded(get_process), methods=["GET"]),
+        Route("/api/processes/{id}/start", guarded(start), methods=["POST"]),
+        Route("/api/processes/{id}/stop", guarded(stop), methods=["POST"]),
+        Route("/api/processes/{id}/restart", guarded(restart), methods=["POST"]),
+        Route("/api/processes/{id}/logs", guarded(logs), methods=["GET"]),
+        Route("/api/processes/{id}/logs/stream", guarded(stream), methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
+    ]
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        message = {404: "no such endpoint", 405: "method not allowed"}.get(
+            exc.status_code, exc.detail
+        )
+        return error(exc.status_code, message, dict(exc.headers or {}))
+
+    app = Starlette(routes=routes, exception_handlers={HTTPException: http_error})
+    app.router.redirect_slashes = False  # "/api/processes/../" is a 404, not a redirect
+    return app
+
+
+async def _events(
+    manager: ProcessControl, process_id: str, keepalive: float
+) -> AsyncIterator[bytes]:
+    """The SSE body: a ``data:`` record per line, ``event: gap`` when lines were dropped."""
+    with manager.subscribe(process_id) as subscription:
+        yield b": connected\n\n"
+        while True:
+            entries: list[LogEntry] = []
+            dropped = 0
+            with anyio.move_on_after(keepalive):
+                entries, dropped = await subscription.receive()
+            if not entries and not dropped:
+                yield b": keep-alive\n\n"
+                continue
+            chunk = b"".join([b"data: " + _encode(entry) + b"\n\n" for entry in entries])
+            if dropped:
+                chunk += b"event: gap\ndata: " + _encode(Gap(dropped)) + b"\n\n"
+            yield chunk
+
+
+def openapi_document(*, secured: bool) -> dict[str, Any]:
+    """The OpenAPI 3.1 document, its schemas generated from the msgspec types."""
+    ref = "#/components/schemas/{name}"
+    (status, statuses, health, err, entries, gap), components = msgspec.json.schema_components(
+        [ProcessStatus, list[ProcessStatus], Health, ErrorBody, list[LogEntry], Gap],
+        ref_template=ref,
+    )
+    components["Gap"] = components.get("Gap", gap)
+
+    def answer(schema: dict[str, Any], description: str) -> dict[str, Any]:
+        return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+    fail = {
+        "401": answer(err, "missing or wrong bearer token"),
+        "404": answer(err, "unknown process id"),
+    }
+    process_id = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+
+    def command(summary: str) -> dict[str, Any]:
+        return {
+            "post": {
+                "summary": summary,
+                "parameters": [process_id],
+                "responses": {"200": answer(status, "the status afterwards"), **fail},
+            }
+        }
+
+    paths: dict[str, Any] = {
+        "/api/health": {
+            "get": {
+                "summary": "Liveness",
+                "security": [],
+                "responses": {"200": answer(health, "ok")},
+            }
+        },
+        "/api/processes": {
+            "get": {
+                "summary": "Every process, in config order",
+                "responses": {"200": answer(statuses, "statuses"), "401": fail["401"]},
+            }
+        },
+        "/api/processes/{id}": {
+            "get": {
+                "summary": "One process",
+                "parameters": [process_id],
+                "responses": {"200": answer(status, "its status"), **fail},
+            }
+        },
+        "/api/processes/{id}/start": command("Start; answers once spawned (or failed)"),
+        "/api/processes/{id}/stop": command("Stop; answers once the whole tree is gone"),
+        "/api/processes/{id}/restart": command("Restart; answers once the new instance is spawned"),
+        "/api/processes/{id}/logs": {
+            "get": {
+                "summary": "The last buffered lines, oldest first",
+                "parameters": [
+                    process_id,
+                    {
+                        "name": "tail",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "integer", "minimum": 0, "default": 100},
+                    },
+                ],
+                "responses": {
+                    "200": answer(entries, "lines"),
+                    "400": answer(err, "tail is not a non-negative integer"),
+                    **fail,
+                },
+            }
+        },
+        "/api/processes/{id}/logs/stream": {
+            "get": {
+                "summary": "Live lines as Server-Sent Events (data: a LogEntry per line)",
+                "parameters": [process_id],
+                "responses": {
+                    "200": {
+                        "description": "an endless event stream; `event: gap` carries a Gap",
+                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                    },
+                    **fail,
+                },
+            }
+        },
+    }
+    document: dict[str, Any] = {
+        "openapi": "3.1.0",
+        "info": {"title": "processman", "version": __version__},
+        "paths": paths,
+        "components": {"schemas": components},
+    }
+    if secured:
+        document["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+        document["security"] = [{"bearer": []}]
+    return document
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handlers: the host (``processman run``) owns them."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class ApiServer:
+    """Serves an ASGI app with uvicorn on an already bound socket, inside a task group."""
+
+    def __init__(self, app: Any, graceful_shutdown: float = 1.0) -> None:
+        config = uvicorn.Config(
+            app,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=max(1, round(graceful_shutdown)),
+        )
+        self._server = _Server(config)
+
+    async def serve(
+        self, sock: socket.socket, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Serve until ``stop()``; ``task_status.started()`` once requests are accepted."""
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._server.serve, [sock])
+            # uvicorn sets a flag, not an event, once it accepts requests
+            while not self._server.started:  # noqa: ASYNC110
+                await anyio.sleep(0.005)
+            task_status.started()
+
+    def stop(self) -> None:
+        """Ask the server to finish: open streams get ``graceful_shutdown`` seconds."""
+        self._server.should_exit = True
