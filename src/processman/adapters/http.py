@@ -144,7 +144,8 @@ def create_app(
         )
 
     async def openapi(request: Request) -> Response:
-        return json_response(openapi_document(secured=expected_bytes is not None))
+        ids = [spec.id for spec in manager.config.processes]
+        return json_response(openapi_document(secured=expected_bytes is not None, ids=ids))
 
     routes = [
         Route("/api/health", health, methods=["GET"]),
@@ -190,7 +191,7 @@ async def _events(
             yield chunk
 
 
-def openapi_document(*, secured: bool) -> dict[str, Any]:
+def openapi_document(*, secured: bool, ids: list[str] | None = None) -> dict[str, Any]:
     """The OpenAPI 3.1 document, its schemas generated from the msgspec types."""
     ref = "#/components/schemas/{name}"
     (status, statuses, health, err, entries, gap), components = msgspec.json.schema_components(
@@ -206,7 +207,14 @@ def openapi_document(*, secured: bool) -> dict[str, Any]:
         "401": answer(err, "missing or wrong bearer token"),
         "404": answer(err, "unknown process id"),
     }
-    process_id = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+    process_id: dict[str, Any] = {
+        "name": "id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string"},
+    }
+    if ids:
+        process_id["examples"] = {pid: {"value": pid} for pid in ids}
 
     def command(summary: str) -> dict[str, Any]:
         return {
@@ -297,12 +305,12 @@ class _Server(uvicorn.Server):
 class ApiServer:
     """Serves an ASGI app with uvicorn on an already bound socket, inside a task group."""
 
-    def __init__(self, app: Any, graceful_shutdown: float = 1.0) -> None:
+    def __init__(self, app: Any, graceful_shutdown: float = 1.0, *, lifespan: bool = False) -> None:
         config = uvicorn.Config(
             app,
             log_config=None,
             access_log=False,
-            lifespan="off",
+            lifespan="on" if lifespan else "off",
             timeout_graceful_shutdown=max(1, round(graceful_shutdown)),
         )
         self._server = _Server(config)

@@ -1,0 +1,270 @@
+"""``processman run --api`` as a real subprocess: its clients (the CLI), auth, and schemathesis."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from typing import TYPE_CHECKING
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.conftest import TESTDATA, pid_alive
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def write_config(directory: Path, extra: str = "") -> Path:
+    path = directory / "processman.toml"
+    path.write_text(
+        f"""
+[[processes]]
+id = "echo"
+command = ["{sys.executable}", "{TESTDATA / "echo.py"}"]
+stopTimeout = "2s"
+
+[[processes]]
+id = "env"
+script = "{TESTDATA / "print_env.py"}"
+interpreter = "{sys.executable}"
+args = ["PROCESSMAN_API", "PROCESSMAN_ID", "PROCESSMAN_TOKEN"]
+stopTimeout = "2s"
+{extra}
+"""
+    )
+    return path
+
+
+class Supervisor:
+    """A ``processman run --api`` subprocess."""
+
+    def __init__(self, config: Path, env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "processman",
+                "run",
+                str(config),
+                "--api",
+                f"127.0.0.1:{self.port}",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, **(env or {})},
+        )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(self.url + "/api/health", timeout=1)
+                return
+            except OSError:
+                assert self.proc.poll() is None, self.proc.communicate()[1]
+                time.sleep(0.02)
+        raise AssertionError("processman run --api did not answer")
+
+    def cli(
+        self, *args: str, token: str | None = None, api: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        env = {
+            k: v for k, v in os.environ.items() if k not in ("PROCESSMAN_API", "PROCESSMAN_TOKEN")
+        }
+        env["PROCESSMAN_API"] = api or self.url
+        if token:
+            env["PROCESSMAN_TOKEN"] = token
+        return subprocess.run(
+            [sys.executable, "-m", "processman", *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=30,
+        )
+
+    def shutdown(self) -> str:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            _, err = self.proc.communicate(timeout=20)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+        assert self.proc.returncode == 0, err
+        return err
+
+
+@pytest.fixture
+def supervisor(tmp_path: Path) -> Iterator[Supervisor]:
+    running = Supervisor(write_config(tmp_path), env={"PROCESSMAN_TOKEN": ""})
+    yield running
+    running.shutdown()
+
+
+def test_status_start_stop_restart_and_exit_codes(supervisor: Supervisor) -> None:
+    result = supervisor.cli("status")
+    assert result.returncode == 0, result.stderr
+    header, *rows = result.stdout.splitlines()
+    assert header.split() == ["ID", "STATUS", "PID", "UPTIME", "RESTARTS", "LAST", "ERROR"]
+    assert [row.split()[:2] for row in rows] == [["echo", "running"], ["env", "running"]]
+
+    as_json = json.loads(supervisor.cli("status", "--json").stdout)
+    assert [s["id"] for s in as_json] == ["echo", "env"] and "restartCount" in as_json[0]
+
+    stopped = supervisor.cli("stop", "echo")
+    assert stopped.returncode == 0 and stopped.stdout.splitlines()[1].split()[:3] == [
+        "echo",
+        "stopped",
+        "-",
+    ]
+    assert not pid_alive(as_json[0]["pid"])
+    assert supervisor.cli("start", "echo").stdout.splitlines()[1].split()[1] == "running"
+    assert supervisor.cli("restart", "echo").returncode == 0
+
+    unknown = supervisor.cli("stop", "ghost")
+    assert unknown.returncode == 1 and "unknown process id 'ghost'" in unknown.stderr
+    unreachable = supervisor.cli("status", api=f"127.0.0.1:{free_port()}")
+    assert unreachable.returncode == 3 and "cannot reach the processman API" in unreachable.stderr
+    for result in (unknown, unreachable):
+        assert "Traceback" not in result.stderr and len(result.stderr.splitlines()) == 1
+
+
+def test_children_get_the_api_url_and_logs(supervisor: Supervisor) -> None:
+    deadline = time.monotonic() + 10
+    result = supervisor.cli("logs", "env", "-n", "3")
+    while result.stdout.count("\n") < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+        result = supervisor.cli("logs", "env", "-n", "3")
+    assert result.stdout.splitlines() == [
+        f"PROCESSMAN_API={supervisor.url}",
+        "PROCESSMAN_ID=env",
+        "PROCESSMAN_TOKEN=<unset>",
+    ]
+    assert supervisor.cli("logs", "env", "-n", "1").stdout == "PROCESSMAN_TOKEN=<unset>\n"
+
+
+def test_logs_follow_until_ctrl_c(supervisor: Supervisor) -> None:
+    env = {**os.environ, "PROCESSMAN_API": supervisor.url}
+    with subprocess.Popen(
+        [sys.executable, "-m", "processman", "logs", "echo", "-n", "1", "-f"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    ) as follower:
+        lines: queue.Queue[str] = queue.Queue()
+        assert follower.stdout is not None
+        threading.Thread(
+            target=lambda: [lines.put(line) for line in follower.stdout], daemon=True
+        ).start()  # type: ignore[union-attr]
+        try:
+            assert lines.get(timeout=10) == "Hello from Python\n"  # the tail
+            # the stream has no backlog: restart until a new instance's line arrives live
+            deadline = time.monotonic() + 15
+            live = None
+            while live is None and time.monotonic() < deadline:
+                assert supervisor.cli("restart", "echo").returncode == 0
+                try:
+                    live = lines.get(timeout=1)
+                except queue.Empty:
+                    pass
+            assert live == "Hello from Python\n"
+            follower.send_signal(signal.SIGINT)
+            follower.wait(timeout=10)
+        finally:
+            if follower.poll() is None:
+                follower.kill()
+        assert follower.returncode == 0
+        assert "Traceback" not in follower.stderr.read()  # type: ignore[union-attr]
+
+
+def test_token_from_the_environment(tmp_path: Path) -> None:
+    running = Supervisor(write_config(tmp_path), env={"PROCESSMAN_TOKEN": "t0ken"})
+    try:
+        refused = running.cli("status")
+        assert refused.returncode == 1 and "bearer token" in refused.stderr
+        assert running.cli("status", token="wrong").returncode == 1
+        assert running.cli("status", token="t0ken").returncode == 0
+        assert running.cli("--version").returncode == 0
+    finally:
+        running.shutdown()
+
+
+def run_command(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "processman", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "PROCESSMAN_TOKEN": "", **(env or {})},
+    )
+
+
+def test_non_loopback_without_token_is_refused(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    result = run_command("run", str(config), "--api", f"0.0.0.0:{free_port()}")
+    assert result.returncode == 2
+    assert "refusing to serve the API on 0.0.0.0" in result.stderr and "token" in result.stderr
+
+
+def test_busy_port_is_a_clear_error(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        result = run_command("run", str(write_config(tmp_path)), "--api", f"127.0.0.1:{port}")
+    assert result.returncode == 2 and f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+# --- schemathesis against the live server ---------------------------------------------
+
+
+def test_schemathesis_finds_no_500_and_no_schema_violation(tmp_path: Path) -> None:
+    running = Supervisor(write_config(tmp_path), env={"PROCESSMAN_TOKEN": "tok"})
+    try:
+        schema = schemathesis.openapi.from_url(running.url + "/openapi.json")
+        # the log stream never ends, so it cannot be checked as one response
+        schema = schema.exclude(path="/api/processes/{id}/logs/stream")
+        checked = []
+        for result in schema.get_all_operations():
+            operation = result.ok()
+            checked.append(operation.label)
+
+            # random cases, and the config's ids as the schema's examples (so real
+            # processes are started, stopped and restarted too)
+            strategy = st.one_of(operation.as_strategy(), *operation.get_strategies_from_examples())
+
+            @given(case=strategy)
+            @settings(
+                max_examples=25,
+                deadline=None,
+                suppress_health_check=list(HealthCheck),
+                database=None,
+            )
+            def check(case: schemathesis.Case) -> None:
+                case.call_and_validate(headers={"Authorization": "Bearer tok"})
+
+            check()
+        assert len(checked) == 7, checked
+    finally:
+        running.shutdown()

@@ -1,0 +1,319 @@
+"""The HTTP API on a real uvicorn server on 127.0.0.1, with real children."""
+
+from __future__ import annotations
+
+import re
+import socket
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
+from starlette.routing import Mount, Route
+
+from processman import ProcessManager
+from processman.adapters.http import ApiServer, create_app
+from processman.domain.model import ApiSettings, Config, LogSettings
+from tests.conftest import pid_alive
+from tests.integration.helpers import script, wait_until
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from starlette.requests import Request
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"  # uvicorn runs on asyncio only (the app itself is anyio)
+
+
+def bound_socket() -> socket.socket:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
+@asynccontextmanager
+async def served(app: Any, *, lifespan: bool = False) -> AsyncIterator[str]:
+    sock = bound_socket()
+    server = ApiServer(app, lifespan=lifespan)
+    try:
+        async with anyio.create_task_group() as tg:
+            await tg.start(server.serve, sock)
+            yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+            server.stop()
+    finally:
+        sock.close()
+
+
+def make_config(*specs: Any, token: str | None = None, buffer_lines: int = 1000) -> Config:
+    return Config(
+        processes=specs, api=ApiSettings(token=token), logs=LogSettings(buffer_lines=buffer_lines)
+    )
+
+
+@asynccontextmanager
+async def api(
+    config: Config, **app_options: Any
+) -> AsyncIterator[tuple[ProcessManager, httpx.AsyncClient]]:
+    async with ProcessManager(config) as manager, served(create_app(manager, **app_options)) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+            yield manager, client
+
+
+STATUS_KEYS = {
+    "id",
+    "status",
+    "pid",
+    "startTime",
+    "uptime",
+    "restartCount",
+    "exitCode",
+    "lastError",
+    "command",
+    "devMode",
+}
+RFC3339_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
+
+
+async def test_endpoints_and_shapes() -> None:
+    config = make_config(script("echo", "echo.py"), script("idle", "echo.py", autostart=False))
+    async with api(config) as (manager, client):
+        assert (await client.get("/api/health")).json() == {"status": "ok", "processes": 2}
+        listed = (await client.get("/api/processes")).json()
+        assert [s["id"] for s in listed] == ["echo", "idle"]
+        echo, idle = listed
+        assert set(echo) == STATUS_KEYS
+        assert echo["status"] == "running" and isinstance(echo["pid"], int)
+        assert RFC3339_UTC.match(echo["startTime"]) and echo["exitCode"] is None
+        assert (
+            echo["command"][1:] == [script("echo", "echo.py").script] and echo["devMode"] is False
+        )
+        assert idle["pid"] is None and idle["startTime"] is None and idle["uptime"] == 0
+        assert (await client.get("/api/processes/echo")).json()["id"] == "echo"
+
+        started = (await client.post("/api/processes/idle/start")).json()
+        assert started["status"] == "running" and started["pid"]
+        stopped = (await client.post("/api/processes/idle/stop")).json()
+        assert (
+            stopped["status"] == "stopped" and stopped["pid"] is None and stopped["exitCode"] == -15
+        )
+        assert not pid_alive(started["pid"])  # the tree is gone when the answer arrives
+        restarted = (await client.post("/api/processes/echo/restart")).json()
+        assert restarted["status"] == "running" and restarted["pid"] != echo["pid"]
+        assert restarted["restartCount"] == 0  # an explicit restart is not counted
+
+        await wait_until(lambda: bool(manager.logs("echo")))
+        lines = (await client.get("/api/processes/echo/logs", params={"tail": 1})).json()
+        assert lines[0]["line"] == "Hello from Python" and lines[0]["stream"] == "stdout"
+        assert RFC3339_UTC.match(lines[0]["time"])
+        assert datetime.fromisoformat(lines[0]["time"]).tzinfo is not None
+
+
+async def test_tail_defaults_to_100_and_is_capped_at_buffer_lines() -> None:
+    config = make_config(script("chatty", "chatty.py", "300"), buffer_lines=250)
+    async with api(config) as (manager, client):
+        await wait_until(lambda: any(e.line == "chatty: done" for e in manager.logs("chatty", 250)))
+        await wait_until(lambda: any("0000299" in e.line for e in manager.logs("chatty", 250)))
+        assert len((await client.get("/api/processes/chatty/logs")).json()) == 100
+        assert len((await client.get("/api/processes/chatty/logs?tail=100000")).json()) == 250
+        assert (await client.get("/api/processes/chatty/logs?tail=0")).json() == []
+
+
+async def test_bearer_token() -> None:
+    async with api(make_config(script("echo", "echo.py"), token="s3cret")) as (_, client):
+        assert (await client.get("/api/health")).status_code == 200
+        for headers in (
+            {},
+            {"Authorization": "Bearer wrong"},
+            {"Authorization": "Basic s3cret"},
+            {"Authorization": "s3cret"},
+        ):
+            answer = await client.get("/api/processes", headers=headers)
+            assert answer.status_code == 401 and "error" in answer.json()
+            answer = await client.post("/api/processes/echo/stop", headers=headers)
+            assert answer.status_code == 401
+        ok = await client.get("/api/processes", headers={"Authorization": "Bearer s3cret"})
+        assert ok.status_code == 200
+    # an explicit token wins over the config's
+    async with api(make_config(script("echo", "echo.py"), token="s3cret"), token="other") as (
+        _,
+        client,
+    ):
+        assert (
+            await client.get("/api/processes", headers={"Authorization": "Bearer other"})
+        ).status_code == 200
+
+
+BAD_REQUESTS = [
+    ("GET", "/api/processes/nope", {404}),
+    ("POST", "/api/processes/nope/start", {404}),
+    ("POST", "/api/processes/nope/stop", {404}),
+    ("POST", "/api/processes/nope/restart", {404}),
+    ("GET", "/api/processes/nope/logs", {404}),
+    ("GET", "/api/processes/nope/logs/stream", {404}),
+    ("GET", "/api/processes/echo/logs?tail=-1", {400}),
+    ("GET", "/api/processes/echo/logs?tail=x", {400}),
+    ("GET", "/api/processes/echo/logs?tail=1.5", {400}),
+    ("GET", "/api/processes/echo/logs?tail=", {400}),
+    ("GET", "/api/processes/echo/logs?tail=%00", {400}),
+    ("GET", "/api/processes/echo/logs?tail=%D9%A3", {400}),  # an Arabic-Indic digit three
+    ("GET", "/api/processes/..%2F", {400, 404}),
+    ("GET", "/api/processes/..%2F..%2Fetc%2Fpasswd", {400, 404}),
+    ("GET", "/api/processes/%00", {400, 404}),
+    ("GET", "/api/processes/a%20b", {400, 404}),
+    ("GET", "/api/processes/" + "x" * 500, {400, 404}),
+    ("GET", "/api/processes/%FF%FE", {400, 404}),
+    ("GET", "/api/processes/echo/", {404}),
+    ("GET", "/api/nothing", {404}),
+    ("POST", "/api/processes", {405}),
+    ("DELETE", "/api/processes/echo", {405}),
+    ("GET", "/api/processes/echo/start", {405}),
+    ("PUT", "/api/processes/echo/stop", {405}),
+    ("POST", "/api/health", {405}),
+    ("POST", "/api/processes/echo/logs", {405}),
+]
+
+
+async def test_bad_requests_never_500() -> None:
+    async with api(make_config(script("echo", "echo.py"))) as (_, client):
+        for method, path, expected in BAD_REQUESTS:
+            answer = await client.request(method, path)
+            assert answer.status_code in expected, (method, path, answer.status_code, answer.text)
+            assert answer.headers["content-type"] == "application/json"
+            assert isinstance(answer.json()["error"], str)
+
+
+class EventReader:
+    """Reads SSE records (comments included) from one streaming response."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self._chunks = response.aiter_text()
+        self._buffer = ""
+
+    async def next(self, count: int) -> list[str]:
+        records: list[str] = []
+        while len(records) < count:
+            if "\n\n" in self._buffer:
+                record, self._buffer = self._buffer.split("\n\n", 1)
+                records.append(record)
+            else:
+                self._buffer += await self._chunks.__anext__()
+        return records
+
+
+async def test_live_stream_across_a_restart_with_keepalives() -> None:
+    config = make_config(script("echo", "echo.py"))
+    async with api(config, keepalive=0.2) as (manager, client):
+        async with client.stream("GET", "/api/processes/echo/logs/stream") as response:
+            assert response.headers["content-type"].startswith("text/event-stream")
+            events = EventReader(response)
+            assert await events.next(1) == [": connected"]
+            assert manager._hub.subscriber_count("echo") == 1
+            await manager.restart("echo")  # no backlog: only lines after connecting come
+            records = await events.next(3)
+        data = [r for r in records if r.startswith("data: ")]
+        assert data and '"line":"Hello from Python"' in data[0] and '"stream":"stdout"' in data[0]
+        assert ": keep-alive" in records
+        await wait_until(lambda: manager._hub.subscriber_count("echo") == 0)  # cleaned up
+
+
+async def test_fifty_stream_clients_and_a_stalled_one_do_not_block_the_children() -> None:
+    config = make_config(script("chatty", "chatty.py", "200000"), script("echo", "echo.py"))
+    async with ProcessManager(config) as manager, served(create_app(manager)) as url:
+        port = int(url.rsplit(":", 1)[1])
+        stalled = socket.socket()
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stalled.connect(("127.0.0.1", port))
+        stalled.sendall(b"GET /api/processes/chatty/logs/stream HTTP/1.1\r\nHost: x\r\n\r\n")
+        received = [0] * 50
+
+        async def reader(i: int, client: httpx.AsyncClient) -> None:
+            async with client.stream("GET", "/api/processes/chatty/logs/stream") as response:
+                async for chunk in response.aiter_bytes():
+                    received[i] += chunk.count(b"data: ")
+
+        try:
+            async with httpx.AsyncClient(
+                base_url=url, timeout=60, limits=httpx.Limits(max_connections=60)
+            ) as client:
+                async with anyio.create_task_group() as tg:
+                    for i in range(50):
+                        tg.start_soon(reader, i, client)
+                    await wait_until(lambda: manager._hub.subscriber_count("chatty") == 51)
+                    await manager.restart(
+                        "chatty"
+                    )  # now every client sees the burst from the start
+                    # the child is never held back: it writes all 200,000 lines and says so
+                    await wait_until(
+                        lambda: any(e.line == "chatty: done" for e in manager.logs("chatty", 1000)),
+                        60,
+                    )
+                    health = await client.get("/api/health")
+                    assert health.status_code == 200
+                    await wait_until(lambda: all(n > 0 for n in received), 30)
+                    tg.cancel_scope.cancel()
+            stalled.setblocking(False)
+            seen = b""
+            with anyio.fail_after(30):
+                while b"event: gap" not in seen:
+                    try:
+                        seen += stalled.recv(1 << 20)
+                    except BlockingIOError:
+                        await anyio.sleep(0.01)
+            assert b"event: gap" in seen and b'data: {"dropped":' in seen
+        finally:
+            stalled.close()
+
+
+async def test_mounted_under_a_prefix_in_a_host_app_with_lifespan() -> None:
+    manager = ProcessManager(make_config(script("echo", "echo.py")))
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with manager:
+            yield
+
+    async def home(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("the host's own route")
+
+    host = Starlette(
+        routes=[Route("/", home), Mount("/processman", app=create_app(manager))], lifespan=lifespan
+    )
+    async with served(host, lifespan=True) as url, httpx.AsyncClient(base_url=url) as client:
+        assert (await client.get("/")).text == "the host's own route"
+        statuses = (await client.get("/processman/api/processes")).json()
+        assert statuses[0]["status"] == "running"
+        pid = statuses[0]["pid"]
+        assert (await client.get("/processman/api/processes/nope")).status_code == 404
+        assert (await client.get("/processman/openapi.json")).json()["openapi"].startswith("3.")
+    assert not pid_alive(pid)  # the lifespan's end stopped the manager
+    assert manager.status("echo").status == "stopped"
+
+
+async def test_openapi_schemas_come_from_the_types() -> None:
+    async with api(make_config(script("echo", "echo.py"), token="t")) as (_, client):
+        document = (await client.get("/openapi.json")).json()
+    schemas = document["components"]["schemas"]
+    assert set(schemas["ProcessStatus"]["properties"]) == STATUS_KEYS
+    assert set(schemas["Status"]["enum"]) == {
+        "starting",
+        "running",
+        "backoff",
+        "stopping",
+        "stopped",
+        "exited",
+        "crashed",
+    }
+    assert set(schemas["LogEntry"]["properties"]) == {"time", "stream", "line"}
+    assert document["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    assert document["paths"]["/api/health"]["get"]["security"] == []
