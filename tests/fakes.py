@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -12,7 +13,11 @@ import anyio.lowlevel
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
 
-    from processman.domain.ports import LogBatch, SpawnRequest
+    from anyio.streams.memory import MemoryObjectSendStream
+
+    from processman.domain.ports import LogBatch, SpawnRequest, WatchRequest
+
+from processman.adapters.watch import IgnoreMatcher
 
 
 class FakeClock:
@@ -147,3 +152,57 @@ class RecordingSink:
 
     def lines(self, process: str | None = None) -> list[str]:
         return [line for b in self.batches if process in (None, b.process) for line in b.lines]
+
+
+class FakeWatcher:
+    """A ``FileWatcher`` driven by the test.
+
+    ``emit(paths)`` delivers a batch at once; ``touch(path)`` behaves like the real
+    adapter: it drops ignored paths (the same ``IgnoreMatcher``) and delivers the batch
+    once no touch came for the request's debounce.
+    """
+
+    def __init__(self, fail: Callable[[WatchRequest], None] | None = None) -> None:
+        self.fail = fail
+        self.requests: list[WatchRequest] = []
+        self._watches: list[
+            tuple[WatchRequest, IgnoreMatcher, MemoryObjectSendStream[set[str]]]
+        ] = []
+        self._pending: set[str] = set()
+        self._generation = 0
+
+    async def changes(self, request: WatchRequest) -> AsyncIterator[set[str]]:
+        self.requests.append(request)
+        if self.fail is not None:
+            self.fail(request)
+        matcher = IgnoreMatcher(request.paths, request.ignore, request.ignore_dirs)
+        send, receive = anyio.create_memory_object_stream[set[str]](100)
+        entry = (request, matcher, send)
+        self._watches.append(entry)
+        try:
+            async with receive:
+                async for batch in receive:
+                    yield batch
+        finally:
+            self._watches.remove(entry)
+            send.close()
+
+    def emit(self, *paths: str) -> None:
+        for _, _, send in self._watches:
+            send.send_nowait(set(paths))
+
+    async def touch(self, path: str) -> None:
+        self._pending.add(path)
+        self._generation += 1
+        generation = self._generation
+        debounce = max((request.debounce for request, _, _ in self._watches), default=0.05)
+        await anyio.sleep(debounce)
+        if generation != self._generation:
+            return  # a later touch restarted the quiet period
+        pending, self._pending = self._pending, set()
+        for _, matcher, send in self._watches:
+            if os.path.basename(path) == ".gitignore":
+                matcher.reload_gitignores()
+            kept = {p for p in pending if not matcher.ignored(p)}
+            if kept:
+                send.send_nowait(kept)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import msgspec
 import pytest
 
 from processman.domain.backoff import backoff_delay
@@ -12,6 +13,7 @@ from processman.domain.state import (
     CancelRetry,
     Event,
     Exited,
+    FileChanged,
     RetryDue,
     Run,
     ScheduleRetry,
@@ -23,6 +25,7 @@ from processman.domain.state import (
     Stop,
     StopDone,
     StopTree,
+    WatchFailed,
     snapshot,
     transition,
 )
@@ -50,6 +53,8 @@ EVENTS: dict[str, Event] = {
     "exited": Exited(pid=7, code=1),
     "stop_done": StopDone(code=-15),
     "retry_due": RetryDue(),
+    "file_changed": FileChanged(),
+    "watch_failed": WatchFailed("watch path /x does not exist"),
 }
 
 SAME = None  # the state is unchanged and nothing is done
@@ -104,6 +109,20 @@ TABLE: dict[tuple[Status, str], tuple[Status, list[type]] | None] = {
     (S.CRASHED, "exited"): SAME,
     (S.CRASHED, "stop_done"): SAME,
     (S.CRASHED, "retry_due"): SAME,
+    (S.STOPPED, "file_changed"): SAME,
+    (S.STOPPED, "watch_failed"): (S.STOPPED, []),
+    (S.STARTING, "file_changed"): SAME,
+    (S.STARTING, "watch_failed"): (S.STARTING, []),
+    (S.RUNNING, "file_changed"): (S.STOPPING, [StopTree]),
+    (S.RUNNING, "watch_failed"): (S.RUNNING, []),
+    (S.BACKOFF, "file_changed"): (S.STARTING, [CancelRetry, Spawn]),
+    (S.BACKOFF, "watch_failed"): (S.BACKOFF, []),
+    (S.STOPPING, "file_changed"): SAME,
+    (S.STOPPING, "watch_failed"): (S.STOPPING, []),
+    (S.EXITED, "file_changed"): (S.STARTING, [Spawn]),
+    (S.EXITED, "watch_failed"): (S.EXITED, []),
+    (S.CRASHED, "file_changed"): (S.STARTING, [Spawn]),
+    (S.CRASHED, "watch_failed"): (S.CRASHED, []),
 }
 
 
@@ -123,6 +142,29 @@ def test_transition(status: Status, event_name: str) -> None:
         next_status, effect_types = expected
         assert after.status is next_status
         assert [type(e) for e in effects] == effect_types
+
+
+def test_a_reload_stops_then_starts_counts_and_resets_k() -> None:
+    running = msgspec.structs.replace(state_in(S.RUNNING), failures=3)
+    stopping, effects = transition(running, FileChanged(), spec(), 1.0)
+    assert stopping.reloading and effects == (StopTree("SIGTERM", 10.0),)
+    starting, effects = transition(stopping, StopDone(code=-15), spec(), 1.0)
+    assert (starting.status, starting.failures, starting.restart_count) == (S.STARTING, 0, 6)
+    assert not starting.reloading and starting.exit_code == -15 and effects == (Spawn(),)
+
+
+def test_a_change_starts_crashed_and_exited_but_not_stopped() -> None:
+    for status in (S.CRASHED, S.EXITED):
+        after, _ = transition(
+            State(status=status, failures=4, restart_count=4), FileChanged(), spec(), 0
+        )
+        assert (after.status, after.failures, after.restart_count) == (S.STARTING, 0, 5)
+    assert transition(State(), FileChanged(), spec(), 0) == (State(), ())
+
+
+def test_watch_failure_only_sets_last_error() -> None:
+    after, _ = transition(state_in(S.RUNNING), WatchFailed("no such path"), spec(), 0)
+    assert after == msgspec.structs.replace(state_in(S.RUNNING), last_error="no such path")
 
 
 def test_running_has_a_run_and_stopped_has_none() -> None:

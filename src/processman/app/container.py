@@ -19,6 +19,7 @@ from dependency_injector import containers, providers
 from processman.adapters.clock import AnyioClock
 from processman.adapters.logs import FileSink, LoguruSink, RingBufferSink
 from processman.adapters.spawn_posix import PosixSpawner
+from processman.adapters.watch import WatchfilesWatcher
 from processman.domain.model import Config
 
 if TYPE_CHECKING:
@@ -40,6 +41,8 @@ class Container(containers.DeclarativeContainer):
     config = providers.Dependency(instance_of=Config)
 
     clock = providers.Singleton(AnyioClock)
+
+    watcher = providers.Singleton(WatchfilesWatcher)
 
     # Windows: a job-object spawner is planned (issue 5); until then the Selector
     # has no "windows" choice and says so when asked.

@@ -20,7 +20,14 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
     from types import TracebackType
 
-    from processman.domain.ports import Clock, LogBuffer, LogEntry, LogSink, Spawner
+    from processman.domain.ports import (
+        Clock,
+        FileWatcher,
+        LogBuffer,
+        LogEntry,
+        LogSink,
+        Spawner,
+    )
 
 #: After every tree is gone, how long the output readers get to drain the pipes.
 DRAIN_GRACE = 1.0
@@ -35,7 +42,7 @@ class ProcessManager:
 
     Args:
         config: the processes to supervise (``load_config``).
-        spawner, clock: replace the container's adapters.
+        spawner, clock, watcher: replace the container's adapters.
         log_sinks: replace the container's log sinks (the ring buffer the API serves
             is always kept).
         container: a ``processman.app.Container``, e.g. with providers overridden.
@@ -48,6 +55,7 @@ class ProcessManager:
         *,
         spawner: Spawner | None = None,
         clock: Clock | None = None,
+        watcher: FileWatcher | None = None,
         log_sinks: Sequence[LogSink] | None = None,
         container: Container | None = None,
         environ: dict[str, str] | None = None,
@@ -57,6 +65,7 @@ class ProcessManager:
         self.container.config.override(providers.Object(config))
         self._spawner: Spawner = spawner if spawner is not None else self.container.spawner()
         self._clock: Clock = clock if clock is not None else self.container.clock()
+        self._watcher: FileWatcher = watcher if watcher is not None else self.container.watcher()
         self.ring_buffer: LogBuffer = self.container.ring_buffer()
         extra = list(log_sinks) if log_sinks is not None else self.container.log_sinks()
         self._hub = LogHub()
@@ -77,6 +86,7 @@ class ProcessManager:
             stack.callback(tg.cancel_scope.cancel)  # lingering pipe readers, last of all
             stack.push_async_callback(self._shutdown)
             api_url = self.config.api.base_url
+            ignore_dirs = (self.config.logs.dir,) if self.config.logs.dir else ()
             for spec in self.config.processes:
                 self._runners[spec.id] = ProcessRunner(
                     spec,
@@ -86,9 +96,13 @@ class ProcessManager:
                     task_group=tg,
                     environ=self._environ,
                     api_url=api_url,
+                    watcher=self._watcher,
+                    ignore_dirs=ignore_dirs,
                 )
             autostart = [r for r in self._runners.values() if r.spec.autostart]
             await _each(autostart, ProcessRunner.start)
+            for runner in self._runners.values():
+                runner.start_watching()
         except BaseException:
             await stack.__aexit__(None, None, None)
             raise

@@ -17,16 +17,17 @@ from loguru import logger
 
 from processman.domain.backoff import backoff_delay
 from processman.domain.environment import child_environment
-from processman.domain.errors import SpawnError
+from processman.domain.errors import SpawnError, WatchError
 from processman.domain.interpreter import resolve_argv
 from processman.domain.lines import LineSplitter
 from processman.domain.model import ProcessSpec, ProcessStatus, Status
-from processman.domain.ports import LogBatch, SpawnRequest
+from processman.domain.ports import LogBatch, SpawnRequest, WatchRequest
 from processman.domain.state import (
     CancelRetry,
     Effect,
     Event,
     Exited,
+    FileChanged,
     RetryDue,
     ScheduleRetry,
     Spawn,
@@ -37,6 +38,7 @@ from processman.domain.state import (
     Stop,
     StopDone,
     StopTree,
+    WatchFailed,
     describe_exit,
     snapshot,
     transition,
@@ -47,7 +49,14 @@ if TYPE_CHECKING:
 
     from anyio.abc import TaskGroup
 
-    from processman.domain.ports import Clock, LogSink, ProcessHandle, Spawner, StreamName
+    from processman.domain.ports import (
+        Clock,
+        FileWatcher,
+        LogSink,
+        ProcessHandle,
+        Spawner,
+        StreamName,
+    )
 
 
 class ProcessRunner:
@@ -67,6 +76,8 @@ class ProcessRunner:
         task_group: TaskGroup,
         environ: Mapping[str, str],
         api_url: str = "",
+        watcher: FileWatcher | None = None,
+        ignore_dirs: tuple[str, ...] = (),
     ) -> None:
         self.spec = spec
         self._spawner = spawner
@@ -75,6 +86,10 @@ class ProcessRunner:
         self._tg = task_group
         self._environ = environ
         self._api_url = api_url
+        self._watcher = watcher
+        self._ignore_dirs = ignore_dirs
+        self._reload_wanted = False
+        self._reloading = False
         self._state = State()
         self._lock = anyio.Lock()
         self._handle: ProcessHandle | None = None
@@ -127,6 +142,11 @@ class ProcessRunner:
             await self._apply(Stop())
             await self._apply(Start())
             return self.status()
+
+    def start_watching(self) -> None:
+        """In development mode, reload on file changes (until the task group ends)."""
+        if self.spec.dev_mode and self._watcher is not None:
+            self._tg.start_soon(self._watch_changes, self._watcher)
 
     # --- the imperative shell -------------------------------------------------------
 
@@ -189,6 +209,35 @@ class ProcessRunner:
                     self._retry_scope = None
                     await self._apply(RetryDue())
 
+    async def _watch_changes(self, watcher: FileWatcher) -> None:
+        request = WatchRequest(
+            paths=self.spec.watch_paths,
+            ignore=self.spec.watch_ignore,
+            ignore_dirs=self._ignore_dirs,
+            debounce=self.spec.watch_debounce,
+        )
+        try:
+            async for changed in watcher.changes(request):
+                self._log.info("{} changed: reloading", _describe_changes(changed))
+                self._reload_wanted = True
+                if not self._reloading:
+                    self._reloading = True
+                    self._tg.start_soon(self._reload_until_settled)
+        except WatchError as exc:
+            self._log.error("{}; reloading on changes is off", exc)
+            async with self._lock:
+                await self._apply(WatchFailed(str(exc)))
+
+    async def _reload_until_settled(self) -> None:
+        """Reload; a change that came during a reload gives exactly one more."""
+        try:
+            while self._reload_wanted:
+                self._reload_wanted = False
+                async with self._lock:
+                    await self._apply(FileChanged())
+        finally:
+            self._reloading = False
+
     async def _pump(self, pid: int, stream: StreamName, source: AsyncIterable[bytes]) -> None:
         """Read one stream to its end, handing lines to the sinks in batches."""
         splitter = LineSplitter()
@@ -247,6 +296,11 @@ class ProcessRunner:
 
     def _next_delay(self, state: State) -> float:
         return backoff_delay(state.failures, self.spec.backoff, self.spec.max_backoff)
+
+
+def _describe_changes(paths: set[str]) -> str:
+    first = min(paths)
+    return first if len(paths) == 1 else f"{first} and {len(paths) - 1} more"
 
 
 def _ended(event: Event) -> str:

@@ -6,6 +6,7 @@
     ├── ConfigError                  a config file is missing, malformed or invalid
     ├── TemplateError                a ``${NAME}`` could not be expanded
     ├── UnknownProcessError          (also a KeyError) no process has that id
+    ├── WatchError                   development mode cannot watch a path
     ├── SpawnError                   a process could not be started
     │   └── InterpreterNotFoundError no interpreter candidate exists
     └── ApiError                     the control API refused a request (CLI client)
@@ -67,6 +68,18 @@ class UnknownProcessError(ProcessmanError, KeyError):
 
     def __str__(self) -> str:
         return f"unknown process id {self.process_id!r}"
+
+
+class WatchError(ProcessmanError):
+    """A watch path cannot be watched."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        return f"cannot watch {self.path}: {self.reason}"
 
 
 class SpawnError(ProcessmanError):

@@ -6,7 +6,7 @@ for each. The data that crosses them (``SpawnRequest``, ``LogBatch``) lives here
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
@@ -157,6 +157,28 @@ class ProcessControl(Protocol):
 
     def subscribe(self, process_id: str) -> AbstractContextManager[LogSubscription]:
         """Live lines of a process while the block runs; raises UnknownProcessError."""
+        ...
+
+
+class WatchRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """What one development-mode process watches."""
+
+    paths: tuple[str, ...]  # absolute; directories are watched recursively
+    ignore: tuple[str, ...] = ()  # watchIgnore: .gitignore-style patterns
+    ignore_dirs: tuple[str, ...] = ()  # absolute directories never watched (logs.dir)
+    debounce: float = 0.05  # quiet period in seconds
+
+
+@runtime_checkable
+class FileWatcher(Protocol):
+    """Reports file changes under some paths."""
+
+    def changes(self, request: WatchRequest) -> AsyncIterator[set[str]]:
+        """Batches of changed paths, each once no change was seen for ``request.debounce``.
+
+        Raises:
+            WatchError: when a path cannot be watched (e.g. it does not exist).
+        """
         ...
 
 

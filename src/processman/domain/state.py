@@ -40,6 +40,7 @@ class State(msgspec.Struct, frozen=True, kw_only=True):
     exit_code: int | None = None
     last_error: str = ""
     run: Run | None = None
+    reloading: bool = False  # stopping for a file change: start again once stopped
 
 
 # --- events -------------------------------------------------------------------------
@@ -83,7 +84,19 @@ class RetryDue(msgspec.Struct, frozen=True):
     """The backoff delay has elapsed."""
 
 
-Event: TypeAlias = Start | Stop | Spawned | SpawnFailed | Exited | StopDone | RetryDue
+class FileChanged(msgspec.Struct, frozen=True):
+    """A watched file changed (development mode, after the debounce)."""
+
+
+class WatchFailed(msgspec.Struct, frozen=True):
+    """Watching the process's files failed; the process itself goes on."""
+
+    reason: str
+
+
+Event: TypeAlias = (
+    Start | Stop | Spawned | SpawnFailed | Exited | StopDone | RetryDue | FileChanged | WatchFailed
+)
 
 # --- effects ------------------------------------------------------------------------
 
@@ -168,9 +181,18 @@ def transition(state: State, event: Event, spec: ProcessSpec, now: float) -> Out
 
     if isinstance(event, StopDone):
         if status is Status.STOPPING:
-            # STOPPING -> STOPPED
             code = event.code if event.code is not None else state.exit_code
-            return _replace(state, status=Status.STOPPED, run=None, exit_code=code), ()
+            stopped = _replace(state, run=None, exit_code=code, reloading=False)
+            if state.reloading:
+                # STOPPING -> STARTING: the second half of a reload (k reset, counted)
+                return _replace(
+                    stopped,
+                    status=Status.STARTING,
+                    failures=0,
+                    restart_count=state.restart_count + 1,
+                ), (Spawn(),)
+            # STOPPING -> STOPPED
+            return _replace(stopped, status=Status.STOPPED), ()
         return unchanged
 
     if isinstance(event, RetryDue):
@@ -180,6 +202,24 @@ def transition(state: State, event: Event, spec: ProcessSpec, now: float) -> Out
                 Spawn(),
             )
         return unchanged
+
+    if isinstance(event, FileChanged):
+        if status is Status.RUNNING:
+            # RUNNING -> STOPPING: a reload; StopDone starts it again
+            return _replace(state, status=Status.STOPPING, reloading=True), (
+                StopTree(spec.stop_signal, spec.stop_timeout),
+            )
+        if status in (Status.EXITED, Status.CRASHED, Status.BACKOFF):
+            # EXITED/CRASHED/BACKOFF -> STARTING: the fix a developer just saved
+            cancel: tuple[Effect, ...] = (CancelRetry(),) if status is Status.BACKOFF else ()
+            return _replace(
+                state, status=Status.STARTING, failures=0, restart_count=state.restart_count + 1
+            ), (*cancel, Spawn())
+        return unchanged  # stopped on request: a change never starts it
+
+    if isinstance(event, WatchFailed):
+        # any status: only lastError changes; the process runs on without reloads
+        return _replace(state, last_error=event.reason), ()
 
     raise TypeError(f"unknown event {event!r}")  # pragma: no cover
 
@@ -239,6 +279,7 @@ __all__ = [
     "Effect",
     "Event",
     "Exited",
+    "FileChanged",
     "Outcome",
     "Run",
     "RetryDue",
@@ -254,4 +295,5 @@ __all__ = [
     "describe_exit",
     "snapshot",
     "transition",
+    "WatchFailed",
 ]

@@ -1,0 +1,178 @@
+"""One suite over the FakeWatcher and the real watchfiles adapter, so the fake stays honest."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import anyio
+import pytest
+
+from processman.adapters.watch import WatchfilesWatcher
+from processman.domain.errors import WatchError
+from processman.domain.ports import FileWatcher, WatchRequest
+from tests.fakes import FakeWatcher
+
+pytestmark = pytest.mark.anyio
+
+Touch = Callable[[Path, str], Awaitable[None]]
+
+
+@pytest.fixture(params=["fake", "watchfiles"])
+def watcher_and_touch(request: pytest.FixtureRequest) -> tuple[FileWatcher, Touch]:
+    if request.param == "fake":
+        fake = FakeWatcher()
+
+        async def touch_fake(path: Path, text: str) -> None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+            await fake.touch(str(path))  # what the kernel would tell the real one
+
+        return fake, touch_fake
+
+    async def touch_real(path: Path, text: str) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+    return WatchfilesWatcher(), touch_real
+
+
+@asynccontextmanager
+async def watching(
+    watcher: FileWatcher, request: WatchRequest, touch: Touch
+) -> AsyncIterator[anyio.abc.ObjectReceiveStream[set[str]]]:
+    """Watch; yield once the watcher reports changes (a probe file is touched until it does)."""
+    send, receive = anyio.create_memory_object_stream[set[str]](100)
+
+    async def pump() -> None:
+        async with send:
+            async for batch in watcher.changes(request):
+                await send.send(batch)
+
+    async with receive, anyio.create_task_group() as tg:
+        tg.start_soon(pump)
+        probe = Path(request.paths[0]) / "probe.txt"
+        with anyio.fail_after(10):
+            while True:
+                await touch(probe, "probe")
+                with anyio.move_on_after(0.2):
+                    await receive.receive()
+                    break
+        await anyio.sleep(request.debounce * 3)  # let the probe's own events settle
+        while True:  # and drop them
+            try:
+                receive.receive_nowait()
+            except anyio.WouldBlock:
+                break
+        yield receive
+        tg.cancel_scope.cancel()
+
+
+async def next_batch(
+    receive: anyio.abc.ObjectReceiveStream[set[str]], seconds: float = 5
+) -> set[str]:
+    with anyio.fail_after(seconds):
+        return await receive.receive()
+
+
+async def test_a_change_is_reported(
+    tmp_path: Path, watcher_and_touch: tuple[FileWatcher, Touch]
+) -> None:
+    watcher, touch = watcher_and_touch
+    (tmp_path / "sub").mkdir()
+    async with watching(watcher, WatchRequest(paths=(str(tmp_path),)), touch) as batches:
+        await touch(tmp_path / "sub" / "deep.py", "x = 1")  # recursive
+        assert str(tmp_path / "sub" / "deep.py") in await next_batch(batches)
+
+
+async def test_a_burst_is_one_batch(
+    tmp_path: Path, watcher_and_touch: tuple[FileWatcher, Touch]
+) -> None:
+    watcher, touch = watcher_and_touch
+    async with watching(
+        watcher, WatchRequest(paths=(str(tmp_path),), debounce=0.1), touch
+    ) as batches:
+        async with anyio.create_task_group() as tg:
+            for i in range(50):
+                tg.start_soon(touch, tmp_path / f"f{i % 5}.py", str(i))
+        first = await next_batch(batches)
+        assert len(first) == 5
+        with anyio.move_on_after(0.5):
+            extra = await batches.receive()
+            raise AssertionError(f"a second batch for one burst: {extra}")
+
+
+IGNORED = [
+    ("default", (), "__pycache__/m.cpython-311.pyc"),
+    ("default", (), "node_modules/x/index.js"),
+    ("default", (), ".git/index"),
+    ("default", (), "server.log"),
+    ("default", (), ".venv/lib/site.py"),
+    ("default", (), "notes.txt.swp"),
+    ("default", (), "notes.txt~"),
+    ("default", (), ".#notes.txt"),
+    ("watchIgnore", ("*.tmp",), "data/cache.tmp"),
+    ("watchIgnore", ("build/",), "build/out.js"),
+    ("gitignore", (), "dist/bundle.js"),
+    ("nested gitignore", (), "pkg/generated/g.py"),
+    ("logs.dir", (), "logs/worker.txt"),
+]
+
+
+async def test_ignored_paths_never_report(
+    tmp_path: Path, watcher_and_touch: tuple[FileWatcher, Touch]
+) -> None:
+    watcher, touch = watcher_and_touch
+    (tmp_path / ".gitignore").write_text("dist/\n")
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / ".gitignore").write_text("generated/\n")
+    for _, _, name in IGNORED:  # directories made now would be reported: they are not ignored
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+    request = WatchRequest(
+        paths=(str(tmp_path),),
+        ignore=tuple(p for _, patterns, _ in IGNORED for p in patterns),
+        ignore_dirs=(str(tmp_path / "logs"),),
+        debounce=0.05,
+    )
+    async with watching(watcher, request, touch) as batches:
+        for _, _, name in IGNORED:
+            await touch(tmp_path / name, "ignored")
+        await anyio.sleep(
+            0.2
+        )  # more than the quiet period: the two kinds of writes are two batches
+        await touch(tmp_path / "sentinel.py", "watched")
+        batch = await next_batch(batches)
+        leaked = {name: kind for kind, _, name in IGNORED if str(tmp_path / name) in batch}
+        assert not leaked, f"ignored paths were reported: {leaked}"
+        assert batch == {str(tmp_path / "sentinel.py")}
+
+
+async def test_a_negated_pattern_in_a_deeper_gitignore_wins(
+    tmp_path: Path, watcher_and_touch: tuple[FileWatcher, Touch]
+) -> None:
+    watcher, touch = watcher_and_touch
+    (tmp_path / ".gitignore").write_text("*.gen\n")
+    (tmp_path / "keep").mkdir()
+    (tmp_path / "keep" / ".gitignore").write_text("!important.gen\n")
+    async with watching(watcher, WatchRequest(paths=(str(tmp_path),)), touch) as batches:
+        await touch(tmp_path / "keep" / "important.gen", "x")
+        assert await next_batch(batches) == {str(tmp_path / "keep" / "important.gen")}
+
+
+async def test_a_missing_path_is_an_error(
+    tmp_path: Path, watcher_and_touch: tuple[FileWatcher, Touch]
+) -> None:
+    watcher, _ = watcher_and_touch
+    if isinstance(watcher, FakeWatcher):
+        watcher.fail = _fail_if_missing
+    missing = str(tmp_path / "not-yet")
+    with pytest.raises(WatchError, match="not-yet: no such file or directory"):
+        async for _ in watcher.changes(WatchRequest(paths=(missing,))):
+            pass
+
+
+def _fail_if_missing(request: WatchRequest) -> None:
+    for path in request.paths:
+        if not Path(path).exists():
+            raise WatchError(path, "no such file or directory")

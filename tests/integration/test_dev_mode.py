@@ -1,0 +1,81 @@
+"""Development mode with real files, the real watchfiles adapter and real children."""
+
+from __future__ import annotations
+
+import shutil
+from typing import TYPE_CHECKING
+
+import anyio
+import pytest
+
+from processman import ProcessManager
+from tests.conftest import TESTDATA, pid_alive
+from tests.integration.helpers import config, script, wait_until
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+pytestmark = pytest.mark.anyio
+
+
+def dev_spec(tmp_path: Path, **overrides: object):  # type: ignore[no-untyped-def]
+    shutil.copy(TESTDATA / "echo.py", tmp_path / "app.py")
+    values: dict[str, object] = {
+        "cwd": str(tmp_path),
+        "script": str(tmp_path / "app.py"),
+        "dev_mode": True,
+        "watch_paths": (str(tmp_path),),
+        "watch_debounce": 0.05,
+        "stop_timeout": 2.0,
+    }
+    values.update(overrides)
+    return script("dev", "echo.py", **values)
+
+
+async def wait_watching(manager: ProcessManager, tmp_path: Path) -> None:
+    """Touch a probe until a reload shows the watch is live, then wait for it to settle."""
+    probe = tmp_path / "probe.txt"
+    with anyio.fail_after(10):
+        while manager.status("dev").restart_count == 0:
+            probe.write_text("probe")
+            with anyio.move_on_after(0.3):
+                while manager.status("dev").restart_count == 0:  # noqa: ASYNC110
+                    await anyio.sleep(0.01)
+    await manager.wait_for_status("dev", "running")
+    await anyio.sleep(0.3)
+
+
+async def test_a_write_reloads_the_process(tmp_path: Path) -> None:
+    (tmp_path / "pkg").mkdir()
+    async with ProcessManager(config(dev_spec(tmp_path))) as m:
+        await wait_watching(m, tmp_path)
+        before = m.status("dev")
+        count = before.restart_count
+        (tmp_path / "pkg" / "module.py").write_text("x = 1\n")  # recursive
+        await wait_until(lambda: m.status("dev").restart_count == count + 1)
+        await m.wait_for_status("dev", "running")
+        assert not pid_alive(before.pid)  # type: ignore[arg-type]
+
+
+async def test_a_burst_of_fifty_writes_is_one_reload(tmp_path: Path) -> None:
+    async with ProcessManager(config(dev_spec(tmp_path, watch_debounce=0.2))) as m:
+        await wait_watching(m, tmp_path)
+        count = m.status("dev").restart_count
+        for i in range(50):
+            (tmp_path / f"m{i % 7}.py").write_text(f"v = {i}\n")
+            await anyio.sleep(0.002)
+        await wait_until(lambda: m.status("dev").restart_count == count + 1)
+        await m.wait_for_status("dev", "running")
+        await anyio.sleep(1.0)  # long after the quiet period: nothing more comes
+        assert m.status("dev").restart_count == count + 1
+
+
+async def test_a_missing_watch_path_is_an_error_on_that_process(tmp_path: Path) -> None:
+    spec = dev_spec(tmp_path, watch_paths=(str(tmp_path / "not-yet"),))
+    async with ProcessManager(config(spec, script("echo", "echo.py"))) as m:
+        await wait_until(lambda: m.status("dev").last_error != "")
+        assert (
+            m.status("dev").last_error
+            == f"cannot watch {tmp_path / 'not-yet'}: no such file or directory"
+        )
+        assert m.status("dev").status == "running" and m.status("echo").status == "running"
