@@ -13,8 +13,6 @@ import anyio.lowlevel
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
 
-    from anyio.streams.memory import MemoryObjectSendStream
-
     from processman.domain.ports import LogBatch, SpawnRequest, WatchRequest
 
 from processman.adapters.watch import IgnoreMatcher
@@ -157,39 +155,36 @@ class RecordingSink:
 class FakeWatcher:
     """A ``FileWatcher`` driven by the test.
 
-    ``emit(paths)`` delivers a batch at once; ``touch(path)`` behaves like the real
-    adapter: it drops ignored paths (the same ``IgnoreMatcher``) and delivers the batch
+    ``emit(paths)`` reports a batch at once; ``touch(path)`` behaves like the real
+    adapter: it drops ignored paths (the same ``IgnoreMatcher``) and reports the batch
     once no touch came for the request's debounce.
     """
 
     def __init__(self, fail: Callable[[WatchRequest], None] | None = None) -> None:
         self.fail = fail
         self.requests: list[WatchRequest] = []
-        self._watches: list[
-            tuple[WatchRequest, IgnoreMatcher, MemoryObjectSendStream[set[str]]]
-        ] = []
+        self._watches: list[tuple[WatchRequest, IgnoreMatcher, Callable[[set[str]], None]]] = []
         self._pending: set[str] = set()
         self._generation = 0
 
-    async def changes(self, request: WatchRequest) -> AsyncIterator[set[str]]:
+    async def watch(self, request: WatchRequest, on_change: Callable[[set[str]], None]) -> None:
         self.requests.append(request)
         if self.fail is not None:
             self.fail(request)
-        matcher = IgnoreMatcher(request.paths, request.ignore, request.ignore_dirs)
-        send, receive = anyio.create_memory_object_stream[set[str]](100)
-        entry = (request, matcher, send)
+        entry = (
+            request,
+            IgnoreMatcher(request.paths, request.ignore, request.ignore_dirs),
+            on_change,
+        )
         self._watches.append(entry)
         try:
-            async with receive:
-                async for batch in receive:
-                    yield batch
+            await anyio.sleep_forever()
         finally:
             self._watches.remove(entry)
-            send.close()
 
     def emit(self, *paths: str) -> None:
-        for _, _, send in self._watches:
-            send.send_nowait(set(paths))
+        for _, _, on_change in self._watches:
+            on_change(set(paths))
 
     async def touch(self, path: str) -> None:
         self._pending.add(path)
@@ -200,9 +195,9 @@ class FakeWatcher:
         if generation != self._generation:
             return  # a later touch restarted the quiet period
         pending, self._pending = self._pending, set()
-        for _, matcher, send in self._watches:
-            if os.path.basename(path) == ".gitignore":
+        for _, matcher, on_change in self._watches:
+            if any(os.path.basename(p) == ".gitignore" for p in pending):
                 matcher.reload_gitignores()
             kept = {p for p in pending if not matcher.ignored(p)}
             if kept:
-                send.send_nowait(kept)
+                on_change(kept)

@@ -44,14 +44,8 @@ async def watching(
 ) -> AsyncIterator[anyio.abc.ObjectReceiveStream[set[str]]]:
     """Watch; yield once the watcher reports changes (a probe file is touched until it does)."""
     send, receive = anyio.create_memory_object_stream[set[str]](100)
-
-    async def pump() -> None:
-        async with send:
-            async for batch in watcher.changes(request):
-                await send.send(batch)
-
-    async with receive, anyio.create_task_group() as tg:
-        tg.start_soon(pump)
+    async with send, receive, anyio.create_task_group() as tg:
+        tg.start_soon(watcher.watch, request, send.send_nowait)
         probe = Path(request.paths[0]) / "probe.txt"
         with anyio.fail_after(10):
             while True:
@@ -168,8 +162,7 @@ async def test_a_missing_path_is_an_error(
         watcher.fail = _fail_if_missing
     missing = str(tmp_path / "not-yet")
     with pytest.raises(WatchError, match="not-yet: no such file or directory"):
-        async for _ in watcher.changes(WatchRequest(paths=(missing,))):
-            pass
+        await watcher.watch(WatchRequest(paths=(missing,)), print)
 
 
 def _fail_if_missing(request: WatchRequest) -> None:

@@ -9,6 +9,7 @@ watch path.
 
 from __future__ import annotations
 
+import math
 import os
 from typing import TYPE_CHECKING
 
@@ -20,12 +21,10 @@ from processman.domain.errors import WatchError
 from processman.domain.ignore import DEFAULT_IGNORES, ignored_by_default
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterable
+    from collections.abc import Callable, Iterable
 
     from processman.domain.ports import WatchRequest
 
-#: watchfiles' ``debounce``: the longest it groups a never-quiet stream of changes.
-MAX_GROUPING_MS = 1600
 #: watchfiles waits for changes in a worker thread that anyio cannot interrupt: a
 #: cancelled watch ends when that wait does. Its default (5 s) would hold up every
 #: shutdown; 200 ms costs five thread hand-offs a second per watch when idle.
@@ -103,31 +102,63 @@ def _prepare(request: WatchRequest) -> IgnoreMatcher:
     return IgnoreMatcher(request.paths, request.ignore, request.ignore_dirs)
 
 
-class WatchfilesWatcher:
-    """``FileWatcher`` on watchfiles' ``awatch``, with the quiet period as its ``step``."""
+def poll_and_quiet(debounce: float) -> tuple[int, float]:
+    """Split the quiet period between watchfiles' polling step (ms) and our own wait (s).
 
-    async def changes(self, request: WatchRequest) -> AsyncIterator[set[str]]:
-        """Batches of changed, non-ignored paths."""
+    watchfiles groups changes until one ``step`` passes without a new one (or its
+    ``debounce`` is reached); it is given a short step and the same debounce, so that it
+    hands over what it saw every few milliseconds, and the quiet period is kept here, on
+    those batches. A short step keeps the latency near ``debounce``; it is at most 10 ms,
+    so an idle watch wakes 100 times a second at most.
+    """
+    debounce_ms = debounce * 1000
+    step_ms = int(max(1, min(10, debounce_ms // 4)))
+    return step_ms, max(0.0, debounce - step_ms / 1000)
+
+
+class WatchfilesWatcher:
+    """``FileWatcher`` on watchfiles' ``awatch``."""
+
+    async def watch(self, request: WatchRequest, on_change: Callable[[set[str]], None]) -> None:
+        """Report batches of changed, non-ignored paths until cancelled."""
         matcher = await anyio.to_thread.run_sync(_prepare, request)
+        step_ms, quiet = poll_and_quiet(request.debounce)
+        send, receive = anyio.create_memory_object_stream[set[str]](math.inf)
 
         def keep(change: watchfiles.Change, path: str) -> bool:
             return os.path.basename(path) == ".gitignore" or not matcher.ignored(path)
 
-        step_ms = max(1, round(request.debounce * 1000))
-        async for batch in watchfiles.awatch(
-            *request.paths,
-            watch_filter=keep,
-            step=step_ms,
-            debounce=max(MAX_GROUPING_MS, step_ms),
-            rust_timeout=THREAD_WAIT_MS,
-            recursive=True,
-        ):
-            paths = {path for _, path in batch}
-            if any(os.path.basename(p) == ".gitignore" for p in paths):
-                await anyio.to_thread.run_sync(matcher.reload_gitignores)
-                paths = {p for p in paths if not matcher.ignored(p)}
-            if paths:
-                yield paths
+        async def pump() -> None:
+            async with send:
+                async for batch in watchfiles.awatch(
+                    *request.paths,
+                    watch_filter=keep,
+                    # a batch every step while changes flow: our quiet timer then sees
+                    # them, instead of mistaking watchfiles' grouping for silence
+                    step=step_ms,
+                    debounce=step_ms,
+                    rust_timeout=THREAD_WAIT_MS,
+                    recursive=True,
+                ):
+                    paths = {path for _, path in batch}
+                    if any(os.path.basename(p) == ".gitignore" for p in paths):
+                        await anyio.to_thread.run_sync(matcher.reload_gitignores)
+                        paths = {p for p in paths if not matcher.ignored(p)}
+                    if paths:
+                        send.send_nowait(paths)
+
+        async with receive, anyio.create_task_group() as tg:
+            tg.start_soon(pump)
+            pending: set[str] = set()
+            while True:
+                if not pending:
+                    pending = await receive.receive()
+                    continue
+                with anyio.move_on_after(quiet) as quiet_scope:
+                    pending |= await receive.receive()
+                if quiet_scope.cancelled_caught:
+                    changed, pending = pending, set()
+                    on_change(changed)
 
 
 __all__ = ["DEFAULT_IGNORES", "IgnoreMatcher", "WatchfilesWatcher"]

@@ -217,16 +217,18 @@ class ProcessRunner:
             debounce=self.spec.watch_debounce,
         )
         try:
-            async for changed in watcher.changes(request):
-                self._log.info("{} changed: reloading", _describe_changes(changed))
-                self._reload_wanted = True
-                if not self._reloading:
-                    self._reloading = True
-                    self._tg.start_soon(self._reload_until_settled)
+            await watcher.watch(request, self._on_change)
         except WatchError as exc:
             self._log.error("{}; reloading on changes is off", exc)
             async with self._lock:
                 await self._apply(WatchFailed(str(exc)))
+
+    def _on_change(self, changed: set[str]) -> None:
+        self._log.info("{} changed: reloading", _describe_changes(changed))
+        self._reload_wanted = True
+        if not self._reloading:
+            self._reloading = True
+            self._tg.start_soon(self._reload_until_settled)
 
     async def _reload_until_settled(self) -> None:
         """Reload; a change that came during a reload gives exactly one more."""

@@ -6,7 +6,7 @@ for each. The data that crosses them (``SpawnRequest``, ``LogBatch``) lives here
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator, Mapping
+from collections.abc import AsyncIterable, Callable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
@@ -173,8 +173,9 @@ class WatchRequest(msgspec.Struct, frozen=True, kw_only=True):
 class FileWatcher(Protocol):
     """Reports file changes under some paths."""
 
-    def changes(self, request: WatchRequest) -> AsyncIterator[set[str]]:
-        """Batches of changed paths, each once no change was seen for ``request.debounce``.
+    async def watch(self, request: WatchRequest, on_change: Callable[[set[str]], None]) -> None:
+        """Call ``on_change`` with each batch of changed paths, once no change was seen for
+        ``request.debounce``; return only when cancelled.
 
         Raises:
             WatchError: when a path cannot be watched (e.g. it does not exist).
