@@ -1,4 +1,4 @@
-"""Development mode's file watcher: watchfiles (Rust notify: inotify, FSEvents, ...).
+"""Development mode's file watcher: watchfiles' Rust backend (notify: inotify, FSEvents, ...).
 
 The ignore rules of SPEC §4 are applied here, inside watchfiles' filter: the defaults
 (``domain.ignore``), ``watchIgnore`` patterns, the ``logs.dir``, and every ``.gitignore``
@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from typing import TYPE_CHECKING
 
 import anyio
+import anyio.from_thread
+import anyio.lowlevel
 import pathspec
-import watchfiles
+from watchfiles._rust_notify import RustNotify
 
 from processman.domain.errors import WatchError
 from processman.domain.ignore import DEFAULT_IGNORES, ignored_by_default
@@ -23,12 +26,10 @@ from processman.domain.ignore import DEFAULT_IGNORES, ignored_by_default
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
-    from processman.domain.ports import WatchRequest
+    from anyio.lowlevel import EventLoopToken
+    from anyio.streams.memory import MemoryObjectSendStream
 
-#: watchfiles waits for changes in a worker thread that anyio cannot interrupt: a
-#: cancelled watch ends when that wait does. Its default (5 s) would hold up every
-#: shutdown; 200 ms costs five thread hand-offs a second per watch when idle.
-THREAD_WAIT_MS = 200
+    from processman.domain.ports import WatchRequest
 
 
 class IgnoreMatcher:
@@ -108,57 +109,87 @@ def poll_and_quiet(debounce: float) -> tuple[int, float]:
     watchfiles groups changes until one ``step`` passes without a new one (or its
     ``debounce`` is reached); it is given a short step and the same debounce, so that it
     hands over what it saw every few milliseconds, and the quiet period is kept here, on
-    those batches. A short step keeps the latency near ``debounce``; it is at most 10 ms,
-    so an idle watch wakes 100 times a second at most.
+    those batches. Each step wakes the watch thread (and takes the GIL) even when idle, so
+    the step is a fifth of the quiet period, at most 10 ms: 100 wake-ups a second for the
+    default 50 ms.
     """
     debounce_ms = debounce * 1000
-    step_ms = int(max(1, min(10, debounce_ms // 4)))
+    step_ms = int(max(1, min(10, debounce_ms // 5)))
     return step_ms, max(0.0, debounce - step_ms / 1000)
 
 
 class WatchfilesWatcher:
-    """``FileWatcher`` on watchfiles' ``awatch``."""
+    """``FileWatcher`` on watchfiles' Rust backend (``RustNotify``), one thread per watch.
+
+    ``watchfiles.awatch`` is not used: it waits in anyio's worker threads, which cannot be
+    interrupted, so a cancelled watch would linger until its timeout, and a short timeout
+    costs a thread hand-off several times a second per watch. Here a dedicated thread
+    blocks in ``RustNotify.watch`` until it sees changes or its stop event, filters them,
+    and hands only the batches that matter to the event loop.
+    """
 
     async def watch(self, request: WatchRequest, on_change: Callable[[set[str]], None]) -> None:
         """Report batches of changed, non-ignored paths until cancelled."""
         matcher = await anyio.to_thread.run_sync(_prepare, request)
         step_ms, quiet = poll_and_quiet(request.debounce)
-        send, receive = anyio.create_memory_object_stream[set[str]](math.inf)
+        send, receive = anyio.create_memory_object_stream[set[str] | Exception](math.inf)
+        stop = threading.Event()
+        thread = threading.Thread(
+            target=_watch_in_thread,
+            args=(request.paths, step_ms, matcher, stop, send, anyio.lowlevel.current_token()),
+            name=f"processman-watch {request.paths[0]}",
+            daemon=True,
+        )
+        thread.start()
+        try:
+            async with receive:
+                pending: set[str] = set()
+                while True:
+                    if pending:
+                        with anyio.move_on_after(quiet) as quiet_scope:
+                            item = await receive.receive()
+                        if quiet_scope.cancelled_caught:
+                            changed, pending = pending, set()
+                            on_change(changed)
+                            continue
+                    else:
+                        item = await receive.receive()
+                    if isinstance(item, Exception):
+                        raise WatchError(request.paths[0], str(item)) from item
+                    pending |= item
+        finally:
+            stop.set()  # the thread sees it within one step and closes its watches
+            send.close()  # a batch it still hands over finds the stream closed
 
-        def keep(change: watchfiles.Change, path: str) -> bool:
-            return os.path.basename(path) == ".gitignore" or not matcher.ignored(path)
 
-        async def pump() -> None:
-            async with send:
-                async for batch in watchfiles.awatch(
-                    *request.paths,
-                    watch_filter=keep,
-                    # a batch every step while changes flow: our quiet timer then sees
-                    # them, instead of mistaking watchfiles' grouping for silence
-                    step=step_ms,
-                    debounce=step_ms,
-                    rust_timeout=THREAD_WAIT_MS,
-                    recursive=True,
-                ):
-                    paths = {path for _, path in batch}
-                    if any(os.path.basename(p) == ".gitignore" for p in paths):
-                        await anyio.to_thread.run_sync(matcher.reload_gitignores)
-                        paths = {p for p in paths if not matcher.ignored(p)}
-                    if paths:
-                        send.send_nowait(paths)
+def _watch_in_thread(
+    paths: tuple[str, ...],
+    step_ms: int,
+    matcher: IgnoreMatcher,
+    stop: threading.Event,
+    send: MemoryObjectSendStream[set[str] | Exception],
+    token: EventLoopToken,
+) -> None:
+    def deliver(item: set[str] | Exception) -> None:
+        try:
+            anyio.from_thread.run_sync(send.send_nowait, item, token=token)
+        except (RuntimeError, anyio.BrokenResourceError, anyio.ClosedResourceError):
+            stop.set()  # the event loop or the receiver is gone
 
-        async with receive, anyio.create_task_group() as tg:
-            tg.start_soon(pump)
-            pending: set[str] = set()
-            while True:
-                if not pending:
-                    pending = await receive.receive()
+    try:
+        with RustNotify(list(paths), False, False, 300, True, False) as notify:
+            while not stop.is_set():
+                raw = notify.watch(step_ms, step_ms, 0, stop)
+                if not isinstance(raw, set) or stop.is_set():
                     continue
-                with anyio.move_on_after(quiet) as quiet_scope:
-                    pending |= await receive.receive()
-                if quiet_scope.cancelled_caught:
-                    changed, pending = pending, set()
-                    on_change(changed)
+                changed = {path for _, path in raw}
+                if any(os.path.basename(p) == ".gitignore" for p in changed):
+                    matcher.reload_gitignores()
+                kept = {p for p in changed if not matcher.ignored(p)}
+                if kept:
+                    deliver(kept)
+    except Exception as exc:  # e.g. a path removed before the watch began
+        deliver(exc)
 
 
 __all__ = ["DEFAULT_IGNORES", "IgnoreMatcher", "WatchfilesWatcher"]
