@@ -17,13 +17,13 @@ demo: $(STAMP)
 	cd examples/demo && ../../$(BIN)/processman run processman.toml
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests testdata examples
+	$(BIN)/ruff check src tests testdata examples benchmarks
 
 typecheck: $(STAMP)
 	$(BIN)/mypy src
 
 test: $(STAMP)
-	$(BIN)/ruff check src tests testdata examples
+	$(BIN)/ruff check src tests testdata examples benchmarks
 	$(BIN)/mypy src
 	$(BIN)/pytest -q
 

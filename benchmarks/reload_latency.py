@@ -5,7 +5,8 @@ when npm is present, nodemon and PM2 (installed into a temporary folder) on the 
 child and the same writes, in one run. For each: median and p90 over N single writes,
 and how many restarts a burst of 20 writes gives.
 
-    .venv/bin/python benchmarks/reload_latency.py [--trials 20] [--tools processman,watchfiles,nodemon,pm2]
+    .venv/bin/python benchmarks/reload_latency.py [--trials 20]
+        [--tools processman,watchfiles,nodemon,pm2]
 """
 
 from __future__ import annotations
@@ -20,8 +21,11 @@ import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 CHILD = textwrap.dedent(
     """
@@ -54,8 +58,13 @@ def wait_for_starts(marker: Path, count: int, timeout: float = 15.0) -> list[flo
 
 
 class Tool:
-    def __init__(self, name: str, command: Callable[[Path, Path, Path], list[str]], env: dict[str, str] | None = None,
-                 cleanup: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        command: Callable[[Path, Path, Path], list[str]],
+        env: dict[str, str] | None = None,
+        cleanup: Callable[[], None] | None = None,
+    ) -> None:
         self.name, self.command, self.env, self.cleanup = name, command, env or {}, cleanup
 
 
@@ -65,8 +74,14 @@ def measure(tool: Tool, trials: int, workdir: Path) -> dict[str, object]:
     (watched / "child.py").write_text(CHILD)
     marker = workdir / f"{tool.name.replace(' ', '_')}.starts"
     argv = tool.command(watched, watched / "child.py", marker)
-    proc = subprocess.Popen(argv, cwd=watched, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True, env={**os.environ, **tool.env})
+    proc = subprocess.Popen(
+        argv,
+        cwd=watched,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        env={**os.environ, **tool.env},
+    )
     latencies: list[float] = []
     try:
         wait_for_starts(marker, 1, 30)
@@ -114,7 +129,8 @@ def processman_tool(debounce: str | None) -> Tool:
         extra = f'watchDebounce = "{debounce}"\n' if debounce else ""
         config.write_text(
             f'[[processes]]\nid = "child"\nscript = "{child}"\ninterpreter = "{sys.executable}"\n'
-            f'args = ["{marker}"]\ncwd = "{watched}"\ndevMode = true\n{extra}\n[logs]\nconsole = false\n'
+            f'args = ["{marker}"]\ncwd = "{watched}"\ndevMode = true\n{extra}\n'
+            "[logs]\nconsole = false\n"
         )
         return [*PROCESSMAN, "run", str(config)]
 
@@ -123,8 +139,15 @@ def processman_tool(debounce: str | None) -> Tool:
 
 def watchfiles_tool() -> Tool:
     def command(watched: Path, child: Path, marker: Path) -> list[str]:
-        return [sys.executable, "-m", "watchfiles", "--filter", "all",
-                f"{sys.executable} {child} {marker}", str(watched)]
+        return [
+            sys.executable,
+            "-m",
+            "watchfiles",
+            "--filter",
+            "all",
+            f"{sys.executable} {child} {marker}",
+            str(watched),
+        ]
 
     return Tool("watchfiles CLI", command)
 
@@ -136,26 +159,52 @@ def npm_tools(workdir: Path) -> list[Tool]:
         return []
     prefix = workdir / "npm"
     prefix.mkdir()
-    result = subprocess.run([npm, "install", "--prefix", str(prefix), "--no-audit", "--no-fund", "nodemon", "pm2"],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [npm, "install", "--prefix", str(prefix), "--no-audit", "--no-fund", "nodemon", "pm2"],
+        capture_output=True,
+        text=True,
+    )
     if result.returncode != 0:
-        print(f"npm install failed: nodemon and PM2 skipped\n{result.stderr[-500:]}", file=sys.stderr)
+        print(
+            f"npm install failed: nodemon and PM2 skipped\n{result.stderr[-500:]}", file=sys.stderr
+        )
         return []
     bin_dir = prefix / "node_modules" / ".bin"
 
     def nodemon(watched: Path, child: Path, marker: Path) -> list[str]:
-        return [str(bin_dir / "nodemon"), "--watch", str(watched), "--ext", "py",
-                "--exec", f"{sys.executable} {child} {marker}"]
+        return [
+            str(bin_dir / "nodemon"),
+            "--watch",
+            str(watched),
+            "--ext",
+            "py",
+            "--exec",
+            f"{sys.executable} {child} {marker}",
+        ]
 
     pm2_home = workdir / "pm2-home"
 
     def pm2(watched: Path, child: Path, marker: Path) -> list[str]:
-        return [str(bin_dir / "pm2-runtime"), "start", str(child), "--interpreter", sys.executable,
-                "--watch", str(watched), "--name", "bench", "--", str(marker)]
+        return [
+            str(bin_dir / "pm2-runtime"),
+            "start",
+            str(child),
+            "--interpreter",
+            sys.executable,
+            "--watch",
+            str(watched),
+            "--name",
+            "bench",
+            "--",
+            str(marker),
+        ]
 
     def pm2_cleanup() -> None:
-        subprocess.run([str(bin_dir / "pm2"), "kill"], env={**os.environ, "PM2_HOME": str(pm2_home)},
-                       capture_output=True)
+        subprocess.run(
+            [str(bin_dir / "pm2"), "kill"],
+            env={**os.environ, "PM2_HOME": str(pm2_home)},
+            capture_output=True,
+        )
 
     return [Tool("nodemon", nodemon), Tool("PM2", pm2, {"PM2_HOME": str(pm2_home)}, pm2_cleanup)]
 
@@ -180,8 +229,10 @@ def main() -> None:
     print("| tool | median | p90 | min–max | restarts per burst |")
     print("|---|---|---|---|---|")
     for r in results:
-        print(f"| {r['tool']} | {r['median_ms']:.0f} ms | {r['p90_ms']:.0f} ms | "
-              f"{r['min_ms']:.0f}–{r['max_ms']:.0f} ms | {r['burst_restarts']} |")
+        print(
+            f"| {r['tool']} | {r['median_ms']:.0f} ms | {r['p90_ms']:.0f} ms | "
+            f"{r['min_ms']:.0f}–{r['max_ms']:.0f} ms | {r['burst_restarts']} |"
+        )
 
 
 if __name__ == "__main__":

@@ -18,7 +18,10 @@ from pathlib import Path
 
 import psutil
 
-CHILD = "import sys, time\nopen(sys.argv[1], 'a').write(f'{time.time()}\\n')\nwhile True: time.sleep(60)\n"
+CHILD = (
+    "import sys, time\nopen(sys.argv[1], 'a').write(f'{time.time()}\\n')\n"
+    "while True: time.sleep(60)\n"
+)
 PROCESSMAN = str(Path(sys.executable).parent / "processman")
 
 
@@ -49,13 +52,16 @@ def main() -> None:
             tree = work / f"tree{i}"
             make_tree(tree, args.files)
             lines.append(
-                f'[[processes]]\nid = "dev{i}"\nscript = "{work / "child.py"}"\ninterpreter = "{sys.executable}"\n'
+                f'[[processes]]\nid = "dev{i}"\nscript = "{work / "child.py"}"\n'
+                f'interpreter = "{sys.executable}"\n'
                 f'args = ["{work / f"starts{i}"}"]\ncwd = "{tree}"\ndevMode = true\n'
             )
         config = work / "processman.toml"
         config.write_text("\n".join(lines) + "\n[logs]\nconsole = false\n")
         launched = time.monotonic()
-        proc = subprocess.Popen([PROCESSMAN, "run", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [PROCESSMAN, "run", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         try:
             markers = [work / f"starts{i}" for i in range(args.trees)]
             while not all(starts(m) >= 1 for m in markers):
@@ -63,7 +69,7 @@ def main() -> None:
             # write into every tree until each process has reloaded once: then all watch
             watching = [False] * args.trees
             while not all(watching):
-                for i, m in enumerate(markers):
+                for i, _m in enumerate(markers):
                     if not watching[i]:
                         (work / f"tree{i}" / "pkg000" / "probe.py").write_text(str(time.time()))
                 time.sleep(0.15)  # longer than the quiet period, or no reload would ever start
