@@ -8,10 +8,12 @@ readers. Every problem becomes one ``ConfigError(file, field, reason)``.
 from __future__ import annotations
 
 import difflib
+import errno
 import json
 import os
 import re
 import shlex
+import stat
 import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -87,7 +89,7 @@ def load_config(
     file = Path(path) if path is not None else discover()
     name = str(file)
     try:
-        data = file.read_bytes()
+        data = read_small_file(file)
     except FileNotFoundError:
         raise ConfigError(name, "", "file not found") from None
     except IsADirectoryError:
@@ -96,6 +98,29 @@ def load_config(
         raise ConfigError(name, "", f"cannot read: {exc.strerror or exc}") from None
     env = dict(os.environ if environ is None else environ)
     return parse_config(data, file, api_listen=api_listen, environ=env)
+
+
+#: Config and dotenv files larger than this are refused (they are typos: /dev/zero, a log).
+MAX_FILE_BYTES = 4 * 1024 * 1024
+
+
+def read_small_file(path: Path) -> bytes:
+    """The bytes of a regular file of at most ``MAX_FILE_BYTES``.
+
+    Raises:
+        OSError: with a ``strerror`` fit for a message (a FIFO or device would block or
+            never end, so anything but a regular file is refused).
+    """
+    with path.open("rb") as file:
+        info = os.fstat(file.fileno())
+        if stat.S_ISDIR(info.st_mode):
+            raise IsADirectoryError(errno.EISDIR, "is a directory")
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        data = file.read(MAX_FILE_BYTES + 1)
+    if len(data) > MAX_FILE_BYTES:
+        raise OSError(errno.EFBIG, f"larger than {MAX_FILE_BYTES // 2**20} MiB")
+    return data
 
 
 def parse_config(
@@ -169,9 +194,16 @@ def _type_name(value: object) -> str:
     }.get(type(value), type(value).__name__)
 
 
-_PATH_IN_MESSAGE = re.compile(r" - at `\$(.*)`$")
-_UNKNOWN = re.compile(r"Object contains unknown field `(.+?)`")
-_MISSING = re.compile(r"Object missing required field `(.+?)`")
+_UNKNOWN = re.compile(r"^Object contains unknown field `(.*)`$", re.DOTALL)
+_MISSING = re.compile(r"^Object missing required field `(.*)`$", re.DOTALL)
+_SIMPLE_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _join(path: str, key: str) -> str:
+    """``processes[0]`` + ``backof`` -> ``processes[0].backof``; odd keys are quoted."""
+    if _SIMPLE_KEY.match(key):
+        return f"{path}.{key}" if path else key
+    return f"{path}[{json.dumps(key)}]"
 
 
 def _convert(name: str, document: Any, kind: Any, prefix: str) -> Any:
@@ -179,20 +211,20 @@ def _convert(name: str, document: Any, kind: Any, prefix: str) -> Any:
         return msgspec.convert(document, kind)
     except msgspec.ValidationError as exc:
         message = str(exc)
-        match = _PATH_IN_MESSAGE.search(message)
-        path = prefix + (match.group(1) if match else "")
-        reason = message[: match.start()] if match else message
+        at = message.rfind(" - at `$")
+        path = (prefix + message[at + len(" - at `$") : -1]) if at >= 0 else prefix
+        reason = message[:at] if at >= 0 else message
         path = path.lstrip(".")
         if unknown := _UNKNOWN.match(reason):
             key = unknown.group(1)
-            path = f"{path}.{key}" if path else key
+            path = _join(path, key)
             reason = f"unknown key {key!r}"
             close = difflib.get_close_matches(key, sorted(_RAW_FIELDS), n=1)
             if close and key != close[0]:
                 reason += f" (did you mean {close[0]!r}?)"
         elif missing := _MISSING.match(reason):
             key = missing.group(1)
-            path = f"{path}.{key}" if path else key
+            path = _join(path, key)
             reason = f"required key {key!r} is missing"
         else:
             reason = reason.replace("`", "")
@@ -301,7 +333,7 @@ class _Builder:
         if raw.env_file:
             env_path = self.path(raw.env_file, cwd)
             try:
-                file_env = parse_dotenv(Path(env_path).read_text(encoding="utf-8"))
+                file_env = parse_dotenv(read_small_file(Path(env_path)).decode("utf-8"))
             except OSError as exc:
                 raise self.error(
                     f"{field}.envFile", f"cannot read {env_path}: {exc.strerror or exc}"
