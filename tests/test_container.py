@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 from dependency_injector import providers
 
 from processman import ProcessManager
 from processman.adapters.clock import AnyioClock
 from processman.adapters.logs import FileSink, LoguruSink, RingBufferSink
+from processman.adapters.spawn_linux import LinuxSpawner
 from processman.adapters.spawn_posix import PosixSpawner
 from processman.app import Container
 from processman.domain.model import Config, LogSettings, ProcessSpec
@@ -46,7 +49,8 @@ def test_default_wiring(tmp_path: object) -> None:
     container.config.override(
         providers.Object(Config(processes=(), logs=LogSettings(dir="/tmp/x")))
     )
-    assert isinstance(container.spawner(), PosixSpawner)
+    expected = LinuxSpawner if sys.platform.startswith("linux") else PosixSpawner
+    assert isinstance(container.spawner(), expected)
     assert isinstance(container.clock(), AnyioClock)
     sinks = container.log_sinks()
     assert [type(s) for s in sinks] == [LoguruSink, FileSink]

@@ -11,6 +11,7 @@ collaborators; override a provider to swap one::
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import TYPE_CHECKING
 
@@ -18,6 +19,7 @@ from dependency_injector import containers, providers
 
 from processman.adapters.clock import AnyioClock
 from processman.adapters.logs import FileSink, LoguruSink, RingBufferSink
+from processman.adapters.spawn_linux import LinuxSpawner
 from processman.adapters.spawn_posix import PosixSpawner
 from processman.adapters.watch import WatchfilesWatcher
 from processman.domain.model import Config
@@ -27,7 +29,9 @@ if TYPE_CHECKING:
 
 
 def platform_family() -> str:
-    """``"windows"`` or ``"posix"``: the key of the spawner ``Selector``."""
+    """``"linux"``, ``"windows"`` or ``"posix"`` (macOS, BSD): the spawner ``Selector``'s key."""
+    if sys.platform.startswith("linux") and hasattr(os, "pidfd_open"):
+        return "linux"
     return "windows" if sys.platform == "win32" else "posix"
 
 
@@ -48,6 +52,7 @@ class Container(containers.DeclarativeContainer):
     # has no "windows" choice and says so when asked.
     spawner = providers.Selector(
         providers.Callable(platform_family),
+        linux=providers.Singleton(LinuxSpawner),
         posix=providers.Singleton(PosixSpawner),
     )
 

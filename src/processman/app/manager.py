@@ -82,6 +82,9 @@ class ProcessManager:
         stack = AsyncExitStack()
         await stack.__aenter__()
         try:
+            aclose = getattr(self._spawner, "aclose", None)
+            if aclose is not None:  # e.g. the Linux spawner's cgroups and guardian
+                stack.push_async_callback(aclose)
             tg = await stack.enter_async_context(anyio.create_task_group())
             stack.callback(tg.cancel_scope.cancel)  # lingering pipe readers, last of all
             stack.push_async_callback(self._shutdown)

@@ -195,6 +195,10 @@ class ProcessRunner:
 
     async def _watch_exit(self, handle: ProcessHandle) -> None:
         code = await handle.wait()
+        if self._handle is handle:  # it ended by itself, not by a stop of ours: what it
+            # left behind (a daemon it started) goes with it, before any restart, so two
+            # trees of one process never run at once
+            await handle.stop(self.spec.stop_signal, self.spec.stop_timeout)
         async with self._lock:
             if self._handle is handle:
                 self._handle = None

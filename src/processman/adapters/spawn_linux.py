@@ -1,0 +1,459 @@
+"""Linux spawner: a process group per process, a cgroup per instance, and a guardian.
+
+What it adds to the POSIX spawner (``spawn_posix.py``), so that nothing a process
+starts outlives it, nor the manager:
+
+- **A cgroup v2 per instance**, when the manager's own cgroup is writable: the child
+  joins ``processman-<pid>/<id>.<n>`` before it execs, so every descendant stays in it,
+  ``setsid`` and double forks included. Stop signals every member, then writes
+  ``cgroup.kill``, and returns once the cgroup is empty.
+- **``PR_SET_PDEATHSIG``** (SIGKILL) in the child before exec, with the re-check of the
+  parent that closes the race: the direct child dies with the manager.
+- **A guardian**: a small ``/bin/sh`` that holds a pipe from the manager; when the pipe
+  closes (the manager exited or was SIGKILLed) it writes ``cgroup.kill`` on the
+  manager's cgroup, so grandchildren and escaped daemons die too, and removes it.
+- Without a writable cgroup, stop falls back to the process group plus the descendants
+  found by walking ``/proc`` (a daemon that double-forked away is then not found).
+
+Exit is waited for on a pidfd and output read from non-blocking pipes, so the child
+can be started with ``subprocess.Popen`` and its ``preexec_fn``, which anyio's
+``open_process`` does not offer.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import itertools
+import os
+import signal as signal_module
+import subprocess
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from processman.domain.errors import SpawnError
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable
+
+    from processman.domain.ports import SpawnRequest
+
+#: How long to wait for a SIGKILLed tree to disappear before giving up (D-state processes).
+KILL_GRACE = 5.0
+_PR_SET_PDEATHSIG = 1
+
+_GUARDIAN = (
+    'read -r _; echo 1 > "$1/cgroup.kill" 2>/dev/null; i=0; '
+    'while [ $i -lt 40 ]; do rmdir "$1"/*/ 2>/dev/null; rmdir "$1" 2>/dev/null && exit 0; '
+    "i=$((i+1)); sleep 0.05; done"
+)
+
+
+def _libc_prctl() -> Callable[..., int] | None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        prctl: Callable[..., int] = libc.prctl
+        return prctl
+    except (OSError, AttributeError):
+        return None
+
+
+def cgroup2_base() -> str | None:
+    """The directory of this process's own cgroup v2, or None when there is none."""
+    try:
+        with open("/proc/self/cgroup") as file:
+            own = next((line[3:].strip() for line in file if line.startswith("0::")), None)
+        with open("/proc/self/mountinfo") as file:
+            mounts = [line.split() for line in file]
+    except OSError:
+        return None
+    if own is None:
+        return None
+    for fields in mounts:
+        separator = fields.index("-") if "-" in fields else -1
+        if separator > 0 and fields[separator + 1] == "cgroup2":
+            return os.path.join(fields[4], own.lstrip("/"))
+    return None
+
+
+class CgroupTree:
+    """``processman-<pid>`` under the manager's cgroup, its leaves, and its guardian."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._leaves = itertools.count(1)
+        read_end, self._guardian_pipe = os.pipe()
+        try:
+            self._guardian = subprocess.Popen(
+                ["/bin/sh", "-c", _GUARDIAN, "processman-guardian", path],
+                stdin=read_end,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        finally:
+            os.close(read_end)
+
+    @classmethod
+    def create(cls) -> CgroupTree | None:
+        """Make the tree, or None where cgroups v2 are not available or not writable."""
+        base = cgroup2_base()
+        if base is None:
+            return None
+        path = os.path.join(base, f"processman-{os.getpid()}")
+        try:
+            os.mkdir(path)
+        except FileExistsError:
+            pass
+        except OSError:
+            return None
+        if not os.path.exists(os.path.join(path, "cgroup.kill")):  # kernels before 5.14
+            os.rmdir(path)
+            return None
+        return cls(path)
+
+    def new_leaf(self, process_id: str) -> str:
+        """A fresh cgroup for one instance."""
+        leaf = os.path.join(self.path, f"{process_id}.{next(self._leaves)}")
+        os.mkdir(leaf)
+        return leaf
+
+    async def aclose(self) -> None:
+        """Let the guardian empty and remove the tree, and wait for it."""
+        os.close(self._guardian_pipe)
+        with anyio.move_on_after(5):
+            while self._guardian.poll() is None:  # noqa: ASYNC110 - a few 10 ms at shutdown
+                await anyio.sleep(0.01)
+
+
+class LinuxSpawner:
+    """``Spawner`` for Linux: see the module docstring.
+
+    Args:
+        cgroups: use a cgroup per instance where possible (set False to use only
+            process groups and /proc).
+    """
+
+    def __init__(self, *, cgroups: bool = True) -> None:
+        self._want_cgroups = cgroups
+        self._tree: CgroupTree | None = None
+        self._tree_checked = False
+        self._prctl = _libc_prctl()
+        self._manager_pid = os.getpid()
+
+    @property
+    def uses_cgroups(self) -> bool:
+        """True once instances are put in cgroups."""
+        return self._tree is not None
+
+    def _cgroup_tree(self) -> CgroupTree | None:
+        if not self._tree_checked:
+            self._tree_checked = True
+            self._tree = CgroupTree.create() if self._want_cgroups else None
+        return self._tree
+
+    async def spawn(self, request: SpawnRequest) -> LinuxProcess:
+        """Start ``request.argv`` in a new session (and cgroup); return once it runs."""
+        _check_cwd(request.cwd)
+        tree = self._cgroup_tree()
+        leaf = tree.new_leaf(request.process_id) if tree is not None else None
+        try:
+            return self._start(request, leaf)
+        except subprocess.SubprocessError:
+            # joining the cgroup failed in the child (no permission): go on without
+            if leaf is not None:
+                _rmdir(leaf)
+            self._tree = None
+            return self._start(request, None)
+        except BaseException:
+            if leaf is not None:
+                _rmdir(leaf)
+            raise
+
+    def _start(self, request: SpawnRequest, leaf: str | None) -> LinuxProcess:
+        program = request.argv[0]
+        out_read, out_write = os.pipe()
+        err_read, err_write = os.pipe()
+        try:
+            popen = subprocess.Popen(
+                list(request.argv),
+                stdin=subprocess.DEVNULL,
+                stdout=out_write,
+                stderr=err_write,
+                cwd=request.cwd,
+                env=dict(request.env),
+                start_new_session=True,
+                preexec_fn=_child_setup(self._manager_pid, leaf, self._prctl),  # noqa: PLW1509
+            )
+        except FileNotFoundError:
+            os.close(out_read)
+            os.close(err_read)
+            where = "file not found" if "/" in program else "not found on PATH"
+            raise SpawnError(program, where) from None
+        except PermissionError:
+            os.close(out_read)
+            os.close(err_read)
+            raise SpawnError(program, "permission denied (is it executable?)") from None
+        except OSError as exc:
+            os.close(out_read)
+            os.close(err_read)
+            raise SpawnError(program, exc.strerror or str(exc)) from None
+        except BaseException:
+            os.close(out_read)
+            os.close(err_read)
+            raise
+        finally:
+            os.close(out_write)
+            os.close(err_write)
+        return LinuxProcess(popen, out_read, err_read, leaf)
+
+    async def aclose(self) -> None:
+        """Remove the cgroup tree and stop the guardian."""
+        if self._tree is not None:
+            tree, self._tree = self._tree, None
+            await tree.aclose()
+
+
+def _child_setup(
+    parent: int, leaf: str | None, prctl: Callable[..., int] | None
+) -> Callable[[], None]:
+    procs = os.path.join(leaf, "cgroup.procs").encode() if leaf else None
+
+    def setup() -> None:  # runs in the child between fork and exec: keep it tiny
+        if procs is not None:
+            fd = os.open(procs, os.O_WRONLY)
+            try:
+                os.write(fd, b"0")
+            finally:
+                os.close(fd)
+        if prctl is not None:
+            prctl(_PR_SET_PDEATHSIG, signal_module.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # the manager died before prctl took effect
+            os._exit(1)
+
+    return setup
+
+
+class LinuxProcess:
+    """A child started by ``LinuxSpawner``: its group, its cgroup, its pipes."""
+
+    def __init__(
+        self, popen: subprocess.Popen[Any], stdout_fd: int, stderr_fd: int, leaf: str | None
+    ) -> None:
+        self._popen = popen
+        self._pid = popen.pid
+        self._pidfd = os.pidfd_open(self._pid)
+        self._leaf = leaf
+        self._code: int | None = None
+        self._waiting = False
+        self._changed = anyio.Event()
+        self._stdout = _Pipe(stdout_fd)
+        self._stderr = _Pipe(stderr_fd)
+
+    @property
+    def pid(self) -> int:
+        """The child's pid (and process group id)."""
+        return self._pid
+
+    @property
+    def stdout(self) -> _Pipe:
+        """The child's stdout."""
+        return self._stdout
+
+    @property
+    def stderr(self) -> _Pipe:
+        """The child's stderr."""
+        return self._stderr
+
+    async def wait(self) -> int:
+        """The exit code; -N for a death by signal N. Any number of tasks may wait."""
+        while self._code is None:
+            if self._waiting:
+                await self._changed.wait()
+                continue
+            self._waiting = True
+            try:
+                await anyio.wait_readable(self._pidfd)
+                self._reap()
+            finally:
+                self._waiting = False
+                self._changed.set()
+                self._changed = anyio.Event()
+        return self._code
+
+    def _reap(self) -> None:
+        pid, status = os.waitpid(self._pid, os.WNOHANG)
+        if pid == 0:
+            return
+        self._code = os.waitstatus_to_exitcode(status)
+        self._popen.returncode = self._code
+        os.close(self._pidfd)
+
+    async def stop(self, signal: str, grace: float) -> int | None:
+        """Signal the whole tree, SIGKILL it after ``grace``; return once it is gone."""
+        descendants = [] if self._leaf else _descendants(self._pid)
+        self._signal_tree(signal_module.Signals[signal], descendants)
+        with anyio.move_on_after(grace):
+            await self.wait()
+            await self._wait_tree_gone(descendants)
+        if self._code is None or self._tree_alive(descendants):
+            self._kill_tree(_descendants(self._pid) + descendants if not self._leaf else [])
+            with anyio.move_on_after(KILL_GRACE):
+                await self.wait()
+                await self._wait_tree_gone(descendants)
+        if self._leaf is not None and not self._tree_alive([]):
+            _rmdir(self._leaf)
+        return self._code
+
+    def _signal_tree(self, sig: signal_module.Signals, descendants: list[int]) -> None:
+        if self._leaf is not None:
+            for pid in _cgroup_members(self._leaf):  # each member once: the group is inside
+                _kill(pid, sig)
+            return
+        _killpg(self._pid, sig)
+        for pid in descendants:
+            _kill(pid, sig)
+
+    def _kill_tree(self, descendants: list[int]) -> None:
+        if self._leaf is not None:
+            try:
+                with open(os.path.join(self._leaf, "cgroup.kill"), "w") as file:
+                    file.write("1")
+                return
+            except OSError:
+                pass
+            for pid in _cgroup_members(self._leaf):
+                _kill(pid, signal_module.SIGKILL)
+        _killpg(self._pid, signal_module.SIGKILL)
+        for pid in descendants:
+            _kill(pid, signal_module.SIGKILL)
+
+    def _tree_alive(self, descendants: list[int]) -> bool:
+        if self._leaf is not None and _cgroup_populated(self._leaf):
+            return True
+        if _group_alive(self._pid):
+            return True
+        return any(_alive(pid) for pid in descendants)
+
+    async def _wait_tree_gone(self, descendants: list[int]) -> None:
+        delay = 0.001
+        while self._tree_alive(descendants):
+            await anyio.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
+
+class _Pipe:
+    """A non-blocking pipe read end, as an async iterable of chunks; closed at EOF."""
+
+    def __init__(self, fd: int) -> None:
+        os.set_blocking(fd, False)
+        self._fd = fd
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            while True:
+                try:
+                    data = os.read(self._fd, 65536)
+                except BlockingIOError:
+                    await anyio.wait_readable(self._fd)
+                    continue
+                if not data:
+                    return
+                yield data
+        finally:
+            os.close(self._fd)
+
+
+def _check_cwd(cwd: str) -> None:
+    # One stat, done inline: a worker thread would cost more than the call.
+    if not os.path.isdir(cwd):
+        reason = "does not exist" if not os.path.exists(cwd) else "is not a directory"
+        raise SpawnError(cwd, f"working directory {reason}")
+
+
+def _rmdir(path: str) -> None:
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass  # still populated (a D-state process): the guardian removes it at the end
+
+
+def _kill(pid: int, sig: signal_module.Signals) -> None:
+    try:
+        os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _killpg(pgid: int, sig: signal_module.Signals) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _cgroup_members(leaf: str) -> list[int]:
+    try:
+        with open(os.path.join(leaf, "cgroup.procs")) as file:
+            return [int(line) for line in file if line.strip()]
+    except OSError:
+        return []
+
+
+def _cgroup_populated(leaf: str) -> bool:
+    try:
+        with open(os.path.join(leaf, "cgroup.events")) as file:
+            return "populated 1" in file.read()
+    except OSError:
+        return False
+
+
+def _proc_table() -> dict[int, tuple[int, int, bytes]]:
+    """pid -> (ppid, pgid, state) for every process, from /proc."""
+    table = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as stat:
+                data = stat.read()
+        except OSError:
+            continue
+        fields = data[data.rfind(b")") + 2 :].split()
+        table[int(entry.name)] = (int(fields[1]), int(fields[2]), fields[0])
+    return table
+
+
+def _descendants(pid: int) -> list[int]:
+    """Live descendants of ``pid`` by parent links (the ones that left its group too)."""
+    table = _proc_table()
+    children: dict[int, list[int]] = {}
+    for child, (parent, _, state) in table.items():
+        if state not in (b"Z", b"X"):
+            children.setdefault(parent, []).append(child)
+    found, todo = [], list(children.get(pid, []))
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo.extend(children.get(current, []))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            data = stat.read()
+    except OSError:
+        return False
+    return data[data.rfind(b")") + 2 :][:1] not in (b"Z", b"X")
+
+
+def _group_alive(pgid: int) -> bool:
+    """True while the group has a member that is not a zombie."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # pragma: no cover
+        return True
+    return any(g == pgid and s not in (b"Z", b"X") for _, g, s in _proc_table().values())
