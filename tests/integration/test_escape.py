@@ -1,0 +1,189 @@
+"""Escaped descendants and manager death on Linux: nothing a process starts outlives it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import TYPE_CHECKING
+
+import anyio
+import pytest
+
+from processman import ProcessManager, Status
+from processman.adapters.spawn_linux import LinuxSpawner, cgroup2_base
+from tests.conftest import TESTDATA, pid_alive
+from tests.integration.helpers import config, script, wait_until
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+pytestmark = pytest.mark.anyio
+
+
+def cgroups_writable() -> bool:
+    base = cgroup2_base()
+    if base is None:
+        return False
+    probe = os.path.join(base, f"processman-probe-{os.getpid()}")
+    try:
+        os.mkdir(probe)
+    except OSError:
+        return False
+    os.rmdir(probe)
+    return True
+
+
+needs_linux = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux mechanisms")
+needs_cgroups = pytest.mark.skipif(
+    not (sys.platform.startswith("linux") and cgroups_writable()),
+    reason="no writable cgroup v2 here: escaped daemons are caught only with one (docs/reliability.md)",
+)
+
+
+def escapees(directory: Path) -> list[int]:
+    return [int((directory / name).read_text()) for name in ("setsid.pid", "daemon.pid")]
+
+
+async def wait_escaped(directory: Path, *, check_alive: bool = True) -> list[int]:
+    await wait_until(
+        lambda: (directory / "setsid.pid").exists() and (directory / "daemon.pid").exists()
+    )
+    pids = escapees(directory)
+    if check_alive:
+        assert all(pid_alive(pid) for pid in pids)
+    return pids
+
+
+@needs_cgroups
+@pytest.mark.parametrize("how", ["stop", "restart", "shutdown"])
+async def test_escaped_descendants_die_with_their_process(tmp_path: Path, how: str) -> None:
+    async with ProcessManager(config(script("esc", "escape.py", str(tmp_path)))) as m:
+        pids = await wait_escaped(tmp_path)
+        if how == "stop":
+            await m.stop("esc")
+            assert not [p for p in pids if pid_alive(p)]
+        elif how == "restart":
+            for name in ("setsid.pid", "daemon.pid"):
+                (tmp_path / name).unlink()
+            await m.restart("esc")
+            assert not [p for p in pids if pid_alive(p)]  # gone before the new instance ran
+            await wait_escaped(tmp_path)
+            pids += escapees(tmp_path)
+    assert not [p for p in pids if pid_alive(p)]
+
+
+@needs_cgroups
+async def test_what_an_exited_process_left_behind_goes_too(tmp_path: Path) -> None:
+    spec = script("esc", "escape.py", str(tmp_path), "exit", restart="never")
+    async with ProcessManager(config(spec)) as m:
+        # they sleep forever once started: if they are gone, processman killed them
+        pids = await wait_escaped(tmp_path, check_alive=False)
+        status = await m.wait_for_status("esc", Status.EXITED)
+        assert status.exit_code == 0
+        assert not [p for p in pids if pid_alive(p)]
+
+
+@needs_linux
+async def test_without_cgroups_a_setsid_child_is_still_found(tmp_path: Path) -> None:
+    spawner = LinuxSpawner(cgroups=False)
+    async with ProcessManager(
+        config(script("esc", "escape.py", str(tmp_path))), spawner=spawner
+    ) as m:
+        setsid, daemon = await wait_escaped(tmp_path)
+        await m.stop("esc")
+        assert not pid_alive(setsid)  # still a child of the tree: found through /proc
+    assert not spawner.uses_cgroups
+    os.kill(daemon, signal.SIGKILL)  # documented limit: a double-forked daemon is not found
+
+
+def run_supervisor(tmp_path: Path) -> subprocess.Popen[str]:
+    cfg = tmp_path / "processman.toml"
+    cfg.write_text(
+        f"""
+[[processes]]
+id = "esc"
+script = "{TESTDATA / "escape.py"}"
+interpreter = "{sys.executable}"
+args = ["{tmp_path}"]
+
+[[processes]]
+id = "tree"
+script = "{TESTDATA / "grandchild.py"}"
+interpreter = "{sys.executable}"
+args = ["{tmp_path / "grandchild.pid"}"]
+"""
+    )
+    return subprocess.Popen(
+        [sys.executable, "-m", "processman", "run", str(cfg)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+
+
+def children_of(pid: int) -> list[int]:
+    import psutil
+
+    return [c.pid for c in psutil.Process(pid).children()]
+
+
+@needs_cgroups
+def test_sigkill_of_the_manager_leaves_nothing_behind(tmp_path: Path) -> None:
+    manager = run_supervisor(tmp_path)
+    try:
+        deadline = time.monotonic() + 20
+        wanted = ("setsid.pid", "daemon.pid", "grandchild.pid")
+        while not all((tmp_path / n).exists() and (tmp_path / n).read_text() for n in wanted):
+            assert time.monotonic() < deadline and manager.poll() is None
+            time.sleep(0.02)
+        pids = [int((tmp_path / n).read_text()) for n in wanted] + children_of(manager.pid)
+        assert all(pid_alive(p) for p in pids)
+        manager.send_signal(signal.SIGKILL)
+        manager.wait()
+        deadline = time.monotonic() + 2
+        while [p for p in pids if pid_alive(p)] and time.monotonic() < deadline:
+            time.sleep(0.02)
+        alive = [p for p in pids if pid_alive(p)]
+        for pid in alive:
+            os.kill(pid, signal.SIGKILL)
+        assert not alive, f"still alive 2 s after the manager's SIGKILL: {alive}"
+    finally:
+        if manager.poll() is None:
+            manager.kill()
+            manager.wait()
+
+
+@needs_linux
+async def test_without_cgroups_the_direct_child_dies_with_the_manager(tmp_path: Path) -> None:
+    code = (
+        "import anyio, sys\n"
+        "from processman import ProcessManager\n"
+        "from processman.adapters.spawn_linux import LinuxSpawner\n"
+        "from processman.domain.model import Config, ProcessSpec\n"
+        "spec = ProcessSpec(id='c', cwd='/', command=(sys.executable, '-c', 'import time; time.sleep(300)'))\n"
+        "async def main():\n"
+        "    async with ProcessManager(Config(processes=(spec,)), spawner=LinuxSpawner(cgroups=False)) as m:\n"
+        "        print(m.status('c').pid, flush=True)\n"
+        "        await anyio.sleep_forever()\n"
+        "anyio.run(main)\n"
+    )
+    manager = subprocess.Popen(  # noqa: ASYNC220 - started once, before anything awaits
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert manager.stdout is not None
+        child = int(manager.stdout.readline())
+        assert pid_alive(child)
+        manager.send_signal(signal.SIGKILL)
+        manager.wait()
+        with anyio.fail_after(2):
+            while pid_alive(child):  # noqa: ASYNC110 - another process's state
+                await anyio.sleep(0.01)
+    finally:
+        manager.stdout.close()  # type: ignore[union-attr]
+        if manager.poll() is None:
+            manager.kill()
+            manager.wait()
