@@ -21,6 +21,7 @@ from processman.adapters.clock import AnyioClock
 from processman.adapters.logs import FileSink, LoguruSink, RingBufferSink
 from processman.adapters.spawn_linux import LinuxSpawner
 from processman.adapters.spawn_posix import PosixSpawner
+from processman.adapters.spawn_windows import WindowsSpawner
 from processman.adapters.watch import WatchfilesWatcher
 from processman.domain.model import Config
 
@@ -48,12 +49,11 @@ class Container(containers.DeclarativeContainer):
 
     watcher = providers.Singleton(WatchfilesWatcher)
 
-    # Windows: a job-object spawner is planned (issue 5); until then the Selector
-    # has no "windows" choice and says so when asked.
     spawner = providers.Selector(
         providers.Callable(platform_family),
         linux=providers.Singleton(LinuxSpawner),
         posix=providers.Singleton(PosixSpawner),
+        windows=providers.Singleton(WindowsSpawner),
     )
 
     ring_buffer = providers.Singleton(RingBufferSink, capacity=config.provided.logs.buffer_lines)
