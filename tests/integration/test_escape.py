@@ -99,7 +99,7 @@ async def test_without_cgroups_a_setsid_child_is_still_found(tmp_path: Path) -> 
     os.kill(daemon, signal.SIGKILL)  # documented limit: a double-forked daemon is not found
 
 
-def run_supervisor(tmp_path: Path) -> subprocess.Popen[str]:
+def run_supervisor(tmp_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     cfg = tmp_path / "processman.toml"
     cfg.write_text(
         f"""
@@ -121,6 +121,7 @@ args = ["{tmp_path / "grandchild.pid"}"]
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         text=True,
+        env={**os.environ, **(env or {})},
     )
 
 
@@ -184,6 +185,68 @@ async def test_without_cgroups_the_direct_child_dies_with_the_manager(tmp_path: 
                 await anyio.sleep(0.01)
     finally:
         manager.stdout.close()  # type: ignore[union-attr]
+        if manager.poll() is None:
+            manager.kill()
+            manager.wait()
+
+
+def stop_supervisor(manager: subprocess.Popen[str], sig: signal.Signals) -> None:
+    manager.send_signal(sig)
+    manager.wait(timeout=20)
+
+
+def wait_files(tmp_path: Path, names: tuple[str, ...], manager: subprocess.Popen[str]) -> list[int]:
+    deadline = time.monotonic() + 20
+    while not all((tmp_path / n).exists() and (tmp_path / n).read_text() for n in names):
+        assert time.monotonic() < deadline and manager.poll() is None
+        time.sleep(0.02)
+    return [int((tmp_path / n).read_text()) for n in names]
+
+
+def wait_dead(pids: list[int], seconds: float = 2.0) -> list[int]:
+    deadline = time.monotonic() + seconds
+    while [p for p in pids if pid_alive(p)] and time.monotonic() < deadline:
+        time.sleep(0.02)
+    alive = [p for p in pids if pid_alive(p)]
+    for pid in alive:
+        os.kill(pid, signal.SIGKILL)
+    return alive
+
+
+@needs_linux
+def test_without_cgroups_the_subreaper_finds_double_forked_daemons(tmp_path: Path) -> None:
+    manager = run_supervisor(tmp_path, {"PROCESSMAN_CGROUPS": "0"})
+    try:
+        pids = wait_files(tmp_path, ("setsid.pid", "daemon.pid", "grandchild.pid"), manager)
+        # the daemon's parent exited: it was adopted by processman run, the subreaper
+        import psutil
+
+        assert psutil.Process(pids[1]).ppid() == manager.pid
+        stop_supervisor(manager, signal.SIGTERM)
+        assert manager.returncode == 0
+        assert not wait_dead(pids, 0.0), "a descendant outlived processman run's shutdown"
+    finally:
+        if manager.poll() is None:
+            manager.kill()
+            manager.wait()
+
+
+@needs_linux
+def test_without_cgroups_the_groups_die_with_the_manager(tmp_path: Path) -> None:
+    manager = run_supervisor(tmp_path, {"PROCESSMAN_CGROUPS": "0"})
+    try:
+        setsid, daemon, grandchild = wait_files(
+            tmp_path, ("setsid.pid", "daemon.pid", "grandchild.pid"), manager
+        )
+        children = [c for c in children_of(manager.pid) if c not in (setsid, daemon)]  # (adopted)
+        manager.send_signal(signal.SIGKILL)
+        manager.wait()
+        alive = wait_dead([grandchild, *children])
+        assert not alive, f"the direct children and their groups must die with the manager: {alive}"
+    finally:
+        for pid in (setsid, daemon):  # documented: outside any group, they outlive it
+            if pid_alive(pid):
+                os.kill(pid, signal.SIGKILL)
         if manager.poll() is None:
             manager.kill()
             manager.wait()

@@ -13,7 +13,10 @@ starts outlives it, nor the manager:
   closes (the manager exited or was SIGKILLed) it writes ``cgroup.kill`` on the
   manager's cgroup, so grandchildren and escaped daemons die too, and removes it.
 - Without a writable cgroup, stop falls back to the process group plus the descendants
-  found by walking ``/proc`` (a daemon that double-forked away is then not found).
+  found by walking ``/proc``; with ``subreaper=True`` (``processman run``) the manager
+  is also the child subreaper, so a daemon that double-forked away is re-parented to it
+  and found by the ``PROCESSMAN_ID`` in its environment, and reaped. A guardian
+  (``awk``) then holds the live process groups and kills them if the manager dies.
 
 Exit is waited for on a pidfd and output read from non-blocking pipes, so the child
 can be started with ``subprocess.Popen`` and its ``preexec_fn``, which anyio's
@@ -25,6 +28,7 @@ from __future__ import annotations
 import ctypes
 import itertools
 import os
+import shutil
 import signal as signal_module
 import subprocess
 from typing import TYPE_CHECKING, Any
@@ -41,6 +45,7 @@ if TYPE_CHECKING:
 #: How long to wait for a SIGKILLed tree to disappear before giving up (D-state processes).
 KILL_GRACE = 5.0
 _PR_SET_PDEATHSIG = 1
+_PR_SET_CHILD_SUBREAPER = 36
 
 _GUARDIAN = (
     'read -r _; echo 1 > "$1/cgroup.kill" 2>/dev/null; i=0; '
@@ -126,20 +131,110 @@ class CgroupTree:
                 await anyio.sleep(0.01)
 
 
+# On EOF (the manager is gone), SIGKILL every process group still registered ("+pgid"
+# registers one, "-pgid" forgets it once its tree is gone, so a reused pgid is safe).
+_GROUP_GUARDIAN = (
+    "/^[+]/ { g[substr($0, 2)] = 1; next } /^-/ { delete g[substr($0, 2)]; next } "
+    'END { for (p in g) system("kill -9 -" p " 2>/dev/null") }'
+)
+
+
+class GroupGuardian:
+    """An ``awk`` holding the live process groups; it kills them if the manager dies."""
+
+    def __init__(self, awk: str) -> None:
+        read_end, self._pipe = os.pipe()
+        try:
+            self._process = subprocess.Popen(
+                [awk, _GROUP_GUARDIAN],
+                stdin=read_end,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        finally:
+            os.close(read_end)
+
+    def add(self, pgid: int) -> None:
+        """Kill this group if the manager dies."""
+        os.write(self._pipe, f"+{pgid}\n".encode())
+
+    def remove(self, pgid: int) -> None:
+        """The group is gone: forget it."""
+        os.write(self._pipe, f"-{pgid}\n".encode())
+
+    async def aclose(self) -> None:
+        """End the guardian (every group is gone by now) and reap it."""
+        os.close(self._pipe)
+        with anyio.move_on_after(5):
+            while self._process.poll() is None:  # noqa: ASYNC110 - a few ms at shutdown
+                await anyio.sleep(0.01)
+
+
+class Adoptions:
+    """As child subreaper, the manager adopts what its processes' trees orphan.
+
+    Adopted processes are found by the ``PROCESSMAN_ID`` every child gets in its
+    environment (and passes on to its descendants), and reaped once dead.
+    """
+
+    def __init__(self, manager_pid: int, prctl: Callable[..., int] | None, enabled: bool) -> None:
+        self._manager_pid = manager_pid
+        self.enabled = enabled and prctl is not None
+        if self.enabled and prctl is not None:
+            prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+        self.leaders: set[int] = set()  # direct children waited on through their pidfd
+
+    def of(self, process_id: str) -> list[int]:
+        """Live adopted processes of ``process_id``, with their descendants."""
+        if not self.enabled:
+            return []
+        marker = b"\0PROCESSMAN_ID=" + process_id.encode() + b"\0"
+        found = []
+        for pid, (ppid, _, state) in _proc_table().items():
+            if ppid != self._manager_pid or pid in self.leaders or state in (b"Z", b"X"):
+                continue
+            try:
+                with open(f"/proc/{pid}/environ", "rb") as file:
+                    environ = b"\0" + file.read()
+            except OSError:
+                continue
+            if marker in environ:
+                found += [pid, *_descendants(pid)]
+        return found
+
+    def reap(self) -> None:
+        """Reap adopted processes that have died (never a leader: its pidfd does that)."""
+        if not self.enabled:
+            return
+        for pid, (ppid, _, state) in _proc_table().items():
+            if ppid == self._manager_pid and state == b"Z" and pid not in self.leaders:
+                try:
+                    os.waitpid(pid, os.WNOHANG)
+                except ChildProcessError:
+                    pass
+
+
 class LinuxSpawner:
     """``Spawner`` for Linux: see the module docstring.
 
     Args:
         cgroups: use a cgroup per instance where possible (set False to use only
             process groups and /proc).
+        subreaper: make the manager the child subreaper (only for a process that owns
+            its children, as ``processman run`` does: a host application's own orphans
+            would be adopted too).
     """
 
-    def __init__(self, *, cgroups: bool = True) -> None:
+    def __init__(self, *, cgroups: bool = True, subreaper: bool = False) -> None:
         self._want_cgroups = cgroups
+        self._want_subreaper = subreaper
         self._tree: CgroupTree | None = None
         self._tree_checked = False
         self._prctl = _libc_prctl()
         self._manager_pid = os.getpid()
+        self._adoptions: Adoptions | None = None
+        self._group_guardian: GroupGuardian | None = None
 
     @property
     def uses_cgroups(self) -> bool:
@@ -150,6 +245,10 @@ class LinuxSpawner:
         if not self._tree_checked:
             self._tree_checked = True
             self._tree = CgroupTree.create() if self._want_cgroups else None
+            self._adoptions = Adoptions(self._manager_pid, self._prctl, self._want_subreaper)
+            if self._tree is None:
+                awk = shutil.which("awk")
+                self._group_guardian = GroupGuardian(awk) if awk else None
         return self._tree
 
     async def spawn(self, request: SpawnRequest) -> LinuxProcess:
@@ -164,6 +263,9 @@ class LinuxSpawner:
             if leaf is not None:
                 _rmdir(leaf)
             self._tree = None
+            awk = shutil.which("awk")
+            if self._group_guardian is None and awk:
+                self._group_guardian = GroupGuardian(awk)
             return self._start(request, None)
         except BaseException:
             if leaf is not None:
@@ -205,13 +307,22 @@ class LinuxSpawner:
         finally:
             os.close(out_write)
             os.close(err_write)
-        return LinuxProcess(popen, out_read, err_read, leaf)
+        assert self._adoptions is not None
+        guardian = self._group_guardian if leaf is None else None
+        return LinuxProcess(
+            popen, out_read, err_read, leaf, request.process_id, self._adoptions, guardian
+        )
 
     async def aclose(self) -> None:
-        """Remove the cgroup tree and stop the guardian."""
+        """Remove the cgroup tree, stop the guardians, reap what was adopted."""
         if self._tree is not None:
             tree, self._tree = self._tree, None
             await tree.aclose()
+        if self._group_guardian is not None:
+            guardian, self._group_guardian = self._group_guardian, None
+            await guardian.aclose()
+        if self._adoptions is not None:
+            self._adoptions.reap()
 
 
 def _child_setup(
@@ -238,12 +349,25 @@ class LinuxProcess:
     """A child started by ``LinuxSpawner``: its group, its cgroup, its pipes."""
 
     def __init__(
-        self, popen: subprocess.Popen[Any], stdout_fd: int, stderr_fd: int, leaf: str | None
+        self,
+        popen: subprocess.Popen[Any],
+        stdout_fd: int,
+        stderr_fd: int,
+        leaf: str | None,
+        process_id: str,
+        adoptions: Adoptions,
+        guardian: GroupGuardian | None,
     ) -> None:
         self._popen = popen
         self._pid = popen.pid
         self._pidfd = os.pidfd_open(self._pid)
         self._leaf = leaf
+        self._process_id = process_id
+        self._adoptions = adoptions
+        adoptions.leaders.add(self._pid)
+        self._guardian = guardian
+        if guardian is not None:
+            guardian.add(self._pid)
         self._code: int | None = None
         self._waiting = False
         self._changed = anyio.Event()
@@ -288,22 +412,35 @@ class LinuxProcess:
         self._code = os.waitstatus_to_exitcode(status)
         self._popen.returncode = self._code
         os.close(self._pidfd)
+        self._adoptions.leaders.discard(self._pid)
+        self._adoptions.reap()
 
     async def stop(self, signal: str, grace: float) -> int | None:
         """Signal the whole tree, SIGKILL it after ``grace``; return once it is gone."""
-        descendants = [] if self._leaf else _descendants(self._pid)
+        descendants = [] if self._leaf else self._outside_the_group()
         self._signal_tree(signal_module.Signals[signal], descendants)
         with anyio.move_on_after(grace):
             await self.wait()
             await self._wait_tree_gone(descendants)
         if self._code is None or self._tree_alive(descendants):
-            self._kill_tree(_descendants(self._pid) + descendants if not self._leaf else [])
+            if not self._leaf:
+                descendants = sorted(set(descendants) | set(self._outside_the_group()))
+            self._kill_tree(descendants)
             with anyio.move_on_after(KILL_GRACE):
                 await self.wait()
                 await self._wait_tree_gone(descendants)
-        if self._leaf is not None and not self._tree_alive([]):
-            _rmdir(self._leaf)
+        if not self._tree_alive(descendants):
+            if self._leaf is not None:
+                _rmdir(self._leaf)
+            if self._guardian is not None:
+                self._guardian.remove(self._pid)
+                self._guardian = None
+        self._adoptions.reap()
         return self._code
+
+    def _outside_the_group(self) -> list[int]:
+        """Without a cgroup: descendants by parent links, and adopted orphans."""
+        return _descendants(self._pid) + self._adoptions.of(self._process_id)
 
     def _signal_tree(self, sig: signal_module.Signals, descendants: list[int]) -> None:
         if self._leaf is not None:

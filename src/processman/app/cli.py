@@ -20,6 +20,7 @@ import urllib.parse
 from typing import TYPE_CHECKING, Any
 
 import anyio
+from dependency_injector import providers
 from loguru import logger
 
 from processman._version import __version__
@@ -27,6 +28,7 @@ from processman.adapters.api_client import DEFAULT_API, ApiClient
 from processman.adapters.config import load_config
 from processman.adapters.http import ApiServer, create_app
 from processman.adapters.logs import add_console_sink
+from processman.app.container import Container
 from processman.app.manager import ProcessManager
 from processman.domain.errors import (
     ApiError,
@@ -212,7 +214,12 @@ def run(path: str | None, *, only: str | None = None, api: str | None = None) ->
 async def _supervise(config: Config, token: str | None, sock: socket.socket | None) -> None:
     log = logger.bind(process="processman", stream="manager")
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with ProcessManager(config) as manager, anyio.create_task_group() as tg:
+        container = Container()
+        container.subreaper.override(providers.Object(True))  # it owns all its children
+        async with (
+            ProcessManager(config, container=container) as manager,
+            anyio.create_task_group() as tg,
+        ):
             server = None
             if sock is not None:
                 server = ApiServer(create_app(manager, token=token))

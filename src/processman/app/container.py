@@ -45,13 +45,18 @@ class Container(containers.DeclarativeContainer):
 
     config = providers.Dependency(instance_of=Config)
 
+    # Linux: a cgroup per instance unless PROCESSMAN_CGROUPS=0; the subreaper only for a
+    # process that owns all its children (processman run turns it on).
+    cgroups_wanted = providers.Callable(lambda: os.environ.get("PROCESSMAN_CGROUPS") != "0")
+    subreaper = providers.Object(False)
+
     clock = providers.Singleton(AnyioClock)
 
     watcher = providers.Singleton(WatchfilesWatcher)
 
     spawner = providers.Selector(
         providers.Callable(platform_family),
-        linux=providers.Singleton(LinuxSpawner),
+        linux=providers.Singleton(LinuxSpawner, cgroups=cgroups_wanted, subreaper=subreaper),
         posix=providers.Singleton(PosixSpawner),
         windows=providers.Singleton(WindowsSpawner),
     )
