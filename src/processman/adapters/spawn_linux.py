@@ -38,7 +38,7 @@ import anyio
 from processman.domain.errors import SpawnError
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import Callable
 
     from processman.domain.ports import SpawnRequest
 
@@ -480,25 +480,31 @@ class LinuxProcess:
 
 
 class _Pipe:
-    """A non-blocking pipe read end, as an async iterable of chunks; closed at EOF."""
+    """A non-blocking pipe read end, as an async iterator of chunks; closed at EOF.
+
+    An iterator object rather than an async generator: a reader may stop and go on
+    later, and nothing is closed behind its back by the garbage collector.
+    """
 
     def __init__(self, fd: int) -> None:
         os.set_blocking(fd, False)
-        self._fd = fd
+        self._fd: int | None = fd
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        try:
-            while True:
-                try:
-                    data = os.read(self._fd, 65536)
-                except BlockingIOError:
-                    await anyio.wait_readable(self._fd)
-                    continue
-                if not data:
-                    return
-                yield data
-        finally:
+    def __aiter__(self) -> _Pipe:
+        return self
+
+    async def __anext__(self) -> bytes:
+        while self._fd is not None:
+            try:
+                data = os.read(self._fd, 65536)
+            except BlockingIOError:
+                await anyio.wait_readable(self._fd)
+                continue
+            if data:
+                return data
             os.close(self._fd)
+            self._fd = None
+        raise StopAsyncIteration
 
 
 def _check_cwd(cwd: str) -> None:

@@ -1,0 +1,119 @@
+"""One suite over every spawner this OS can run, and the fake: output, exit codes, stop, errors."""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING
+
+import anyio
+import pytest
+
+from processman.adapters.spawn_linux import LinuxSpawner
+from processman.adapters.spawn_posix import PosixSpawner
+from processman.domain.errors import SpawnError
+from processman.domain.ports import ProcessHandle, Spawner, SpawnRequest
+from tests.conftest import TESTDATA, pid_alive
+from tests.fakes import FakeSpawner
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
+pytestmark = pytest.mark.anyio
+
+REAL: dict[str, Callable[[], Spawner]] = {"posix": PosixSpawner}
+if sys.platform.startswith("linux"):
+    REAL["linux"] = LinuxSpawner
+    REAL["linux-no-cgroups"] = lambda: LinuxSpawner(cgroups=False)
+
+
+@pytest.fixture(params=sorted(REAL))
+async def spawner(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+    made = REAL[request.param]()
+    yield made
+    aclose = getattr(made, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
+def python(*args: str, cwd: str = str(TESTDATA)) -> SpawnRequest:
+    return SpawnRequest(
+        process_id="t", argv=(sys.executable, *args), cwd=cwd, env={"PYTHONUNBUFFERED": "1"}
+    )
+
+
+async def read_all(handle: ProcessHandle) -> tuple[bytes, bytes]:
+    out, err = [], []
+
+    async def drain(source, sink: list[bytes]) -> None:  # type: ignore[no-untyped-def]
+        async for chunk in source:
+            sink.append(chunk)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(drain, handle.stdout, out)
+        tg.start_soon(drain, handle.stderr, err)
+    return b"".join(out), b"".join(err)
+
+
+async def test_output_and_exit_code(spawner: Spawner) -> None:
+    handle = await spawner.spawn(
+        python("-c", "import sys; print('out'); print('err', file=sys.stderr); sys.exit(3)")
+    )
+    assert await read_all(handle) == (b"out\n", b"err\n")
+    assert await handle.wait() == 3
+    assert await handle.stop("SIGTERM", 1.0) == 3  # stopping an ended process is harmless
+
+
+async def test_stop_kills_the_group_and_reports_the_signal(
+    spawner: Spawner, tmp_path: Path
+) -> None:
+    handle = await spawner.spawn(python(str(TESTDATA / "grandchild.py"), str(tmp_path / "g.pid")))
+    with anyio.fail_after(10):
+        while not (tmp_path / "g.pid").exists() or not (tmp_path / "g.pid").read_text():  # noqa: ASYNC110
+            await anyio.sleep(0.01)
+    grandchild = int((tmp_path / "g.pid").read_text())
+    assert await handle.stop("SIGTERM", 5.0) == -15
+    assert not pid_alive(handle.pid) and not pid_alive(grandchild)
+    await read_all(handle)
+
+
+async def test_sigkill_after_the_grace(spawner: Spawner) -> None:
+    handle = await spawner.spawn(python(str(TESTDATA / "ignore_sigterm.py")))
+    async for chunk in handle.stdout:
+        assert chunk == b"ignoring SIGTERM\n"
+        break
+    assert await handle.stop("SIGTERM", 0.2) == -9
+    await read_all(handle)
+
+
+@pytest.mark.parametrize(
+    ("argv", "cwd", "message"),
+    [
+        (("no-such-program-xyz",), "/", "cannot start no-such-program-xyz: not found on PATH"),
+        (("/no/such/file",), "/", "cannot start /no/such/file: file not found"),
+        (("true",), "/no/such/dir", "cannot start /no/such/dir: working directory does not exist"),
+        (
+            ("{tmp}/plain.txt",),
+            "/",
+            "cannot start {tmp}/plain.txt: permission denied (is it executable?)",
+        ),
+    ],
+)
+async def test_spawn_errors(
+    spawner: Spawner, tmp_path: Path, argv: tuple[str, ...], cwd: str, message: str
+) -> None:
+    (tmp_path / "plain.txt").write_text("not a program\n")
+    (tmp_path / "plain.txt").chmod(0o644)
+    argv = tuple(a.format(tmp=tmp_path) for a in argv)
+    with pytest.raises(SpawnError) as info:
+        await spawner.spawn(SpawnRequest(process_id="t", argv=argv, cwd=cwd, env={}))
+    assert str(info.value) == message.format(tmp=tmp_path)
+
+
+async def test_the_fake_keeps_the_same_shape() -> None:
+    fake = FakeSpawner()
+    handle = await fake.spawn(python("-c", "pass"))
+    assert isinstance(handle, ProcessHandle) and isinstance(fake, Spawner)
+    handle.exit(3)
+    assert await handle.wait() == 3
+    assert await read_all(handle) == (b"", b"")
