@@ -53,11 +53,10 @@ async def watching(
                 with anyio.move_on_after(0.2):
                     await receive.receive()
                     break
-        await anyio.sleep(request.debounce * 3)  # let the probe's own events settle
-        while True:  # and drop them
-            try:
-                receive.receive_nowait()
-            except anyio.WouldBlock:
+        while True:  # drop the probes' batches until half a second passes without one
+            with anyio.move_on_after(0.5) as quiet:
+                await receive.receive()
+            if quiet.cancelled_caught:
                 break
         yield receive
         tg.cancel_scope.cancel()
