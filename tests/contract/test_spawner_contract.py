@@ -123,3 +123,9 @@ async def test_the_fake_keeps_the_same_shape() -> None:
     handle.exit(3)
     assert await handle.wait() == 3
     assert await read_all(handle) == (b"", b"")
+
+
+async def test_a_nul_byte_is_a_spawn_error(spawner: Spawner) -> None:
+    request = SpawnRequest(process_id="t", argv=("true",), cwd="/", env={"A": "x\0y"})
+    with pytest.raises(SpawnError, match="cannot start true: .*null"):
+        await spawner.spawn(request)

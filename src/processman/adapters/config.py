@@ -252,9 +252,12 @@ class _Builder:
 
     def expand(self, text: str, field: str, lookup: Callable[[str], str | None]) -> str:
         try:
-            return expand(text, lookup)
+            value = expand(text, lookup)
         except TemplateError as exc:
             raise self.error(field, exc.reason) from None
+        if "\0" in value:
+            raise self.error(field, "contains a NUL character, which no program can receive")
+        return value
 
     def build(self, raw: RawConfig, api_listen: str | None, *, legacy: bool) -> Config:
         api = self.api(raw.api, api_listen)
@@ -350,6 +353,8 @@ class _Builder:
 
         env = dict(file_env)
         for key, value in raw.env.items():
+            if not key or "=" in key or "\0" in key:
+                raise self.error(f"{field}.env", f"invalid variable name {key!r}")
             env[key] = self.expand(_env_text(value), f"{field}.env.{key}", lookup)
 
         command: tuple[str, ...] | None = None

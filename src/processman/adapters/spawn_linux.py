@@ -157,11 +157,17 @@ class GroupGuardian:
 
     def add(self, pgid: int) -> None:
         """Kill this group if the manager dies."""
-        os.write(self._pipe, f"+{pgid}\n".encode())
+        self._send(f"+{pgid}\n")
 
     def remove(self, pgid: int) -> None:
         """The group is gone: forget it."""
-        os.write(self._pipe, f"-{pgid}\n".encode())
+        self._send(f"-{pgid}\n")
+
+    def _send(self, line: str) -> None:
+        try:
+            os.write(self._pipe, line.encode())
+        except OSError:
+            pass  # the guardian was killed: groups are then only as safe as PDEATHSIG makes them
 
     async def aclose(self) -> None:
         """End the guardian (every group is gone by now) and reap it."""
@@ -255,7 +261,12 @@ class LinuxSpawner:
         """Start ``request.argv`` in a new session (and cgroup); return once it runs."""
         _check_cwd(request.cwd)
         tree = self._cgroup_tree()
-        leaf = tree.new_leaf(request.process_id) if tree is not None else None
+        leaf = None
+        if tree is not None:
+            try:
+                leaf = tree.new_leaf(request.process_id)
+            except OSError:  # the tree was removed under us, or a limit was hit
+                leaf = None
         try:
             return self._start(request, leaf)
         except subprocess.SubprocessError:
@@ -300,6 +311,16 @@ class LinuxSpawner:
             os.close(out_read)
             os.close(err_read)
             raise SpawnError(program, exc.strerror or str(exc)) from None
+        except ValueError as exc:  # e.g. an embedded NUL in an argument or a variable
+            os.close(out_read)
+            os.close(err_read)
+            raise SpawnError(program, str(exc)) from None
+        except subprocess.SubprocessError as exc:
+            os.close(out_read)
+            os.close(err_read)
+            if leaf is not None:
+                raise  # the cgroup could not be joined: spawn() retries without
+            raise SpawnError(program, f"the child's set-up failed: {exc}") from None
         except BaseException:
             os.close(out_read)
             os.close(err_read)

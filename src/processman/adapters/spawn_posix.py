@@ -51,6 +51,8 @@ class PosixSpawner:
             raise SpawnError(program, "permission denied (is it executable?)") from None
         except OSError as exc:
             raise SpawnError(program, exc.strerror or str(exc)) from None
+        except ValueError as exc:  # e.g. an embedded NUL in an argument or a variable
+            raise SpawnError(program, str(exc)) from None
         return PosixProcess(process)
 
 

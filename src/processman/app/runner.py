@@ -184,6 +184,10 @@ class ProcessRunner:
         except SpawnError as exc:
             await self._apply(SpawnFailed(str(exc)))
             return
+        except Exception as exc:  # a spawner bug must not take the other processes down
+            self._log.opt(exception=exc).error("the spawner failed unexpectedly")
+            await self._apply(SpawnFailed(f"cannot start {self._argv[0]}: {exc!r}"))
+            return
         self._handle = handle
         if self._open_streams == 0:
             self._drained = anyio.Event()
