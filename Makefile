@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit clean
+.PHONY: demo test bench lint typecheck clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +15,14 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python examples/demo/setup_demo.py
 	cd examples/demo && ../../$(BIN)/processman run processman.toml
+
+# Side-by-side with supervisord, circus and PM2 (installed into temporary folders), then
+# development mode's reload latency and idle cost, and the crash-loop leak check.
+bench: $(STAMP)
+	$(BIN)/python benchmarks/compare.py
+	$(BIN)/python benchmarks/reload_latency.py
+	$(BIN)/python benchmarks/watch_idle.py
+	$(BIN)/python benchmarks/crash_loop_leaks.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests testdata examples benchmarks

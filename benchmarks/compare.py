@@ -1,0 +1,313 @@
+"""processman beside its peers on the same children: launch, memory, idle CPU, shutdown.
+
+For each tool (a bare ``subprocess.Popen`` launcher as the physical limit, processman,
+supervisord and circus from PyPI in a temporary venv, PM2 from npm in a temporary folder
+when npm is present), over ``--runs`` runs: start it on N children that each write a
+marker file when they start, then measure from outside with psutil:
+
+- launch: from the tool's start until every child has written its marker;
+- RSS: the tool's own processes (its process tree minus the children), after 1 s;
+- idle CPU: the tool's own processes' CPU time over ``--idle`` seconds;
+- shutdown: from SIGTERM to the tool until every child pid is gone and the tool exited.
+
+    .venv/bin/python benchmarks/compare.py [--children 50] [--runs 3] [--idle 20]
+        [--tools bare,processman,supervisord,circus,pm2] [--markdown docs/benchmarks-compare.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import psutil
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+CHILD = textwrap.dedent(
+    """
+    import os, sys, time
+    open(os.path.join(sys.argv[1], str(os.getpid())), "w").close()
+    while True:
+        time.sleep(3600)
+    """
+)
+BARE = textwrap.dedent(
+    """
+    import signal, subprocess, sys
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
+    n, child, markers = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+    procs = [subprocess.Popen([sys.executable, child, markers], start_new_session=True)
+             for _ in range(n)]
+    while not stop:
+        signal.pause()
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        p.wait()
+    """
+)
+PROCESSMAN = str(Path(sys.executable).parent / "processman")
+
+
+class Tool:
+    """How to start one tool on N children in a work directory."""
+
+    def __init__(
+        self,
+        name: str,
+        command: Callable[[Path, int], list[str]],
+        env: dict[str, str] | None = None,
+        cleanup: Callable[[Path], None] | None = None,
+    ):
+        self.name, self.command, self.env, self.cleanup = name, command, env or {}, cleanup
+
+
+def child_argv(work: Path) -> list[str]:
+    return [sys.executable, str(work / "child.py"), str(work / "markers")]
+
+
+def bare(work: Path, n: int) -> list[str]:
+    return [
+        sys.executable,
+        str(work / "bare.py"),
+        str(n),
+        str(work / "child.py"),
+        str(work / "markers"),
+    ]
+
+
+def processman(work: Path, n: int) -> list[str]:
+    argv = child_argv(work)
+    entries = "".join(
+        f'[[processes]]\nid = "c{i}"\ncommand = {json.dumps(argv)}\nstopTimeout = "2s"\n\n'
+        for i in range(n)
+    )
+    (work / "processman.toml").write_text(entries + "[logs]\nconsole = false\n")
+    return [PROCESSMAN, "run", str(work / "processman.toml")]
+
+
+def supervisord(peers: Path) -> Callable[[Path, int], list[str]]:
+    def command(work: Path, n: int) -> list[str]:
+        programs = "".join(
+            f"[program:c{i}]\ncommand={' '.join(child_argv(work))}\nstartsecs=0\n"
+            "stopasgroup=true\nkillasgroup=true\nstopwaitsecs=2\n\n"
+            for i in range(n)
+        )
+        conf = work / "supervisord.conf"
+        conf.write_text(
+            f"[supervisord]\nnodaemon=true\nlogfile={work}/supervisord.log\n"
+            f"pidfile={work}/supervisord.pid\nchildlogdir={work}\n\n"
+            f"[unix_http_server]\nfile={work}/supervisor.sock\n\n"
+            "[rpcinterface:supervisor]\n"
+            "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n\n"
+            + programs
+        )
+        return [str(peers / "bin" / "supervisord"), "-c", str(conf)]
+
+    return command
+
+
+def circus(peers: Path) -> Callable[[Path, int], list[str]]:
+    def command(work: Path, n: int) -> list[str]:
+        base = 25000 + (os.getpid() % 1000) * 3
+        watchers = "".join(
+            f"[watcher:c{i}]\ncmd={' '.join(child_argv(work))}\nnumprocesses=1\n"
+            "graceful_timeout=2\nstop_children=true\n\n"
+            for i in range(n)
+        )
+        conf = work / "circus.ini"
+        conf.write_text(
+            f"[circus]\nendpoint=tcp://127.0.0.1:{base}\n"
+            f"pubsub_endpoint=tcp://127.0.0.1:{base + 1}\n"
+            f"check_delay=5\nstatsd=False\n\n" + watchers
+        )
+        return [str(peers / "bin" / "circusd"), str(conf)]
+
+    return command
+
+
+def pm2(npm_prefix: Path) -> Callable[[Path, int], list[str]]:
+    def command(work: Path, n: int) -> list[str]:
+        argv = child_argv(work)
+        apps = [
+            {
+                "name": f"c{i}",
+                "script": argv[1],
+                "args": argv[2:],
+                "interpreter": argv[0],
+                "autorestart": True,
+                "kill_timeout": 2000,
+            }
+            for i in range(n)
+        ]
+        (work / "ecosystem.config.js").write_text("module.exports = " + json.dumps({"apps": apps}))
+        return [
+            str(npm_prefix / "node_modules" / ".bin" / "pm2-runtime"),
+            str(work / "ecosystem.config.js"),
+        ]
+
+    return command
+
+
+def alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def own_processes(tool: psutil.Process, children: set[int]) -> list[psutil.Process]:
+    procs = [tool]
+    try:
+        procs += [p for p in tool.children(recursive=True) if p.pid not in children]
+    except psutil.NoSuchProcess:
+        pass
+    return procs
+
+
+def measure(tool: Tool, n: int, idle: float, root: Path) -> dict[str, float]:
+    work = Path(tempfile.mkdtemp(dir=root))
+    (work / "markers").mkdir()
+    (work / "child.py").write_text(CHILD)
+    (work / "bare.py").write_text(BARE)
+    argv = tool.command(work, n)
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        argv,
+        cwd=work,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, **tool.env},
+        start_new_session=True,
+    )
+    result: dict[str, float] = {}
+    children: set[int] = set()
+    try:
+        markers = work / "markers"
+        deadline = started + 60
+        while len(os.listdir(markers)) < n:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError(f"{tool.name}: {len(os.listdir(markers))}/{n} children started")
+            time.sleep(0.002)
+        result["launch_s"] = time.monotonic() - started
+        children = {int(name) for name in os.listdir(markers)}
+        time.sleep(1.0)
+        manager = psutil.Process(proc.pid)
+        own = own_processes(manager, children)
+        result["rss_mib"] = sum(p.memory_info().rss for p in own) / 2**20
+        before = sum(sum(p.cpu_times()[:2]) for p in own)
+        time.sleep(idle)
+        own = own_processes(manager, children)
+        result["idle_cpu_s"] = sum(sum(p.cpu_times()[:2]) for p in own) - before
+        stop_started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        while [pid for pid in children if alive(pid)]:
+            if time.monotonic() - stop_started > 60:
+                raise RuntimeError(f"{tool.name}: children still alive 60 s after SIGTERM")
+            time.sleep(0.001)
+        result["shutdown_s"] = time.monotonic() - stop_started
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        for pid in children:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if tool.cleanup:
+            tool.cleanup(work)
+    return result
+
+
+def install_peers(root: Path, wanted: set[str]) -> list[Tool]:
+    tools: list[Tool] = []
+    if wanted & {"supervisord", "circus"}:
+        peers = root / "peers"
+        subprocess.run([sys.executable, "-m", "venv", str(peers)], check=True)
+        packages = [
+            p for p, name in (("supervisor", "supervisord"), ("circus", "circus")) if name in wanted
+        ]
+        subprocess.run([str(peers / "bin" / "pip"), "install", "--quiet", *packages], check=True)
+        if "supervisord" in wanted:
+            tools.append(Tool("supervisord", supervisord(peers)))
+        if "circus" in wanted:
+            tools.append(Tool("circus", circus(peers)))
+    npm = shutil.which("npm")
+    if "pm2" in wanted and npm:
+        prefix = root / "npm"
+        done = subprocess.run(
+            [npm, "install", "--prefix", str(prefix), "--no-audit", "--no-fund", "pm2"],
+            capture_output=True,
+        )
+        if done.returncode == 0:
+            tools.append(Tool("PM2", pm2(prefix), {"PM2_HOME": str(root / "pm2-home")}))
+    return tools
+
+
+def summary(values: list[float]) -> str:
+    return f"{statistics.median(values):.3g} ({min(values):.3g}–{max(values):.3g})"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--children", type=int, default=50)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--idle", type=float, default=20.0)
+    parser.add_argument("--tools", default="bare,processman,supervisord,circus,pm2")
+    args = parser.parse_args()
+    wanted = set(args.tools.split(","))
+    root = Path(tempfile.mkdtemp(prefix="pm-compare-"))
+    try:
+        tools = [Tool("bare Popen", bare)] if "bare" in wanted else []
+        if "processman" in wanted:
+            tools.append(Tool("processman", processman))
+        tools += install_peers(root, wanted)
+        results: dict[str, list[dict[str, float]]] = {t.name: [] for t in tools}
+        for run in range(args.runs):
+            for tool in tools:
+                results[tool.name].append(measure(tool, args.children, args.idle, root))
+                print(f"run {run + 1}: {tool.name}: {results[tool.name][-1]}", file=sys.stderr)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    metrics = [
+        ("launch_s", "launch, s"),
+        ("rss_mib", "manager RSS, MiB"),
+        ("idle_cpu_s", f"CPU over {args.idle:g} s idle, s"),
+        ("shutdown_s", "shutdown, s"),
+    ]
+    pm = results.get("processman")
+    print(
+        f"\n{args.children} children, median (min–max) of {args.runs} runs; "
+        "ratio = processman / tool\n"
+    )
+    for key, label in metrics:
+        print(f"### {label}\n\n| tool | {label} | processman ratio |\n|---|---|---|")
+        for name, runs in results.items():
+            values = [r[key] for r in runs]
+            ratio = ""
+            if pm and name != "processman":
+                ours = statistics.median(r[key] for r in pm)
+                ratio = f"{ours / max(statistics.median(values), 1e-9):.2f}"
+            print(f"| {name} | {summary(values)} | {ratio} |")
+        print()
+
+
+if __name__ == "__main__":
+    main()
