@@ -268,3 +268,13 @@ def test_schemathesis_finds_no_500_and_no_schema_violation(tmp_path: Path) -> No
         assert len(checked) == 7, checked
     finally:
         running.shutdown()
+
+
+def test_the_config_token_wins_over_the_environment(tmp_path: Path) -> None:
+    config = write_config(tmp_path, '\n[api]\ntoken = "from-file"\n')
+    running = Supervisor(config, env={"PROCESSMAN_TOKEN": "from-env"})
+    try:
+        assert running.cli("status", token="from-env").returncode == 1
+        assert running.cli("status", token="from-file").returncode == 0
+    finally:
+        running.shutdown()

@@ -133,7 +133,7 @@ def _group_alive(pgid: int) -> bool:
         return True
     # killpg(0) also succeeds for zombies (reparented orphans an init may never reap):
     # look at the members' states.
-    return any(True for _ in live_group_members(pgid))
+    return bool(live_group_members(pgid))
 
 
 def live_group_members(pgid: int) -> list[int]:

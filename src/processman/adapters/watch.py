@@ -21,7 +21,7 @@ import pathspec
 from watchfiles._rust_notify import RustNotify
 
 from processman.domain.errors import WatchError
-from processman.domain.ignore import DEFAULT_IGNORES, ignored_by_default
+from processman.domain.ignore import ignored_by_default
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -192,4 +192,4 @@ def _watch_in_thread(
         deliver(exc)
 
 
-__all__ = ["DEFAULT_IGNORES", "IgnoreMatcher", "WatchfilesWatcher"]
+__all__ = ["IgnoreMatcher", "WatchfilesWatcher"]

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING
 import anyio
 from loguru import logger
 
-from processman.domain.backoff import backoff_delay
 from processman.domain.environment import child_environment
 from processman.domain.errors import SpawnError, WatchError
 from processman.domain.interpreter import resolve_argv
@@ -153,7 +152,7 @@ class ProcessRunner:
     async def _apply(self, event: Event) -> None:
         state, effects = transition(self._state, event, self.spec, self._clock.monotonic())
         if state is not self._state:
-            self._announce(self._state, state, event)
+            self._announce(self._state, state, event, effects)
             self._state = state
             self._changed.set()
             self._changed = anyio.Event()
@@ -287,25 +286,23 @@ class ProcessRunner:
             script = self.spec.script or ""
             return (script, *self.spec.args)
 
-    def _announce(self, old: State, new: State, event: Event) -> None:
+    def _announce(
+        self, old: State, new: State, event: Event, effects: tuple[Effect, ...]
+    ) -> None:
         if new.status is old.status:
             return
         if new.status is Status.RUNNING and new.run is not None:
             self._log.info("running (pid {})", new.run.pid)
         elif new.status is Status.BACKOFF:
             cause = new.last_error if isinstance(event, SpawnFailed) else _ended(event)
-            self._log.warning(
-                "{}; restart #{} in {:g}s", cause, new.failures, self._next_delay(new)
-            )
+            delay = next((e.delay for e in effects if isinstance(e, ScheduleRetry)), 0.0)
+            self._log.warning("{}; restart #{} in {:g}s", cause, new.failures, delay)
         elif new.status is Status.CRASHED:
             self._log.error("crashed: {}", new.last_error)
         elif new.status is Status.EXITED:
             self._log.info("{}; not restarted (restart = {})", _ended(event), self.spec.restart)
         elif new.status is Status.STOPPED and old.status is Status.STOPPING:
             self._log.info("stopped")
-
-    def _next_delay(self, state: State) -> float:
-        return backoff_delay(state.failures, self.spec.backoff, self.spec.max_backoff)
 
 
 def _describe_changes(paths: set[str]) -> str:
