@@ -59,7 +59,7 @@ BARE = textwrap.dedent(
         p.wait()
     """
 )
-PROCESSMAN = str(Path(sys.executable).parent / "processman")
+REPO = Path(__file__).resolve().parent.parent
 
 
 class Tool:
@@ -89,14 +89,30 @@ def bare(work: Path, n: int) -> list[str]:
     ]
 
 
-def processman(work: Path, n: int) -> list[str]:
-    argv = child_argv(work)
-    entries = "".join(
-        f'[[processes]]\nid = "c{i}"\ncommand = {json.dumps(argv)}\nstopTimeout = "2s"\n\n'
-        for i in range(n)
+def processman(venv: Path) -> Callable[[Path, int], list[str]]:
+    def command(work: Path, n: int) -> list[str]:
+        argv = child_argv(work)
+        entries = "".join(
+            f'[[processes]]\nid = "c{i}"\ncommand = {json.dumps(argv)}\nstopTimeout = "2s"\n\n'
+            for i in range(n)
+        )
+        (work / "processman.toml").write_text(entries + "[logs]\nconsole = false\n")
+        return [str(venv / "bin" / "processman"), "run", str(work / "processman.toml")]
+
+    return command
+
+
+def install_processman(root: Path) -> Path:
+    """processman as a user gets it: ``pip install`` of this checkout into a fresh venv
+    (no development packages, which would change what its imports cost)."""
+    venv = root / "processman-venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    subprocess.run(
+        [str(venv / "bin" / "pip"), "install", "--quiet", str(REPO)],
+        check=True,
+        stderr=subprocess.DEVNULL,
     )
-    (work / "processman.toml").write_text(entries + "[logs]\nconsole = false\n")
-    return [PROCESSMAN, "run", str(work / "processman.toml")]
+    return venv
 
 
 def supervisord(peers: Path) -> Callable[[Path, int], list[str]]:
@@ -277,7 +293,7 @@ def main() -> None:
     try:
         tools = [Tool("bare Popen", bare)] if "bare" in wanted else []
         if "processman" in wanted:
-            tools.append(Tool("processman", processman))
+            tools.append(Tool("processman", processman(install_processman(root))))
         tools += install_peers(root, wanted)
         results: dict[str, list[dict[str, float]]] = {t.name: [] for t in tools}
         for run in range(args.runs):

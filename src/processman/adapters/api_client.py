@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import urllib.error
 import urllib.parse
-import urllib.request
 from typing import TYPE_CHECKING, Any
 
 from processman.domain.errors import ApiError, ApiUnreachableError
 
 if TYPE_CHECKING:
+    import urllib.error
     from collections.abc import Iterator
 
 #: Where the CLI looks when neither ``--api`` nor ``PROCESSMAN_API`` is given.
@@ -70,6 +69,9 @@ class ApiClient:
             raise ApiError(200, f"{self.base_url}{path}: the answer is not JSON") from None
 
     def _open(self, method: str, path: str, query: dict[str, object], timeout: float | None) -> Any:
+        import urllib.error  # not at import: urllib.request loads ssl, which `run` never needs
+        import urllib.request
+
         url = self.base_url + path
         if query:
             url += "?" + urllib.parse.urlencode(query)

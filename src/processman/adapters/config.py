@@ -7,7 +7,6 @@ readers. Every problem becomes one ``ConfigError(file, field, reason)``.
 
 from __future__ import annotations
 
-import difflib
 import errno
 import json
 import os
@@ -19,7 +18,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import msgspec
-import yaml
 
 from processman.domain.config_schema import RawApi, RawConfig, RawLogs, RawProcess, parse_size
 from processman.domain.dotenv import parse_dotenv
@@ -162,6 +160,8 @@ def _parse_document(name: str, suffix: str, text: str) -> Any:
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(name, "", f"invalid TOML: {exc}") from None
     if suffix in (".yaml", ".yml"):
+        import yaml  # only YAML configs pay for it
+
         try:
             return yaml.safe_load(text)
         except yaml.YAMLError as exc:
@@ -219,6 +219,8 @@ def _convert(name: str, document: Any, kind: Any, prefix: str) -> Any:
             key = unknown.group(1)
             path = _join(path, key)
             reason = f"unknown key {key!r}"
+            import difflib  # only a mistyped key pays for it
+
             close = difflib.get_close_matches(key, sorted(_RAW_FIELDS), n=1)
             if close and key != close[0]:
                 reason += f" (did you mean {close[0]!r}?)"

@@ -26,6 +26,7 @@ can be started with ``subprocess.Popen`` and its ``preexec_fn``, which anyio's
 from __future__ import annotations
 
 import ctypes
+import functools
 import itertools
 import os
 import shutil
@@ -126,9 +127,7 @@ class CgroupTree:
     async def aclose(self) -> None:
         """Let the guardian empty and remove the tree, and wait for it."""
         os.close(self._guardian_pipe)
-        with anyio.move_on_after(5):
-            while self._guardian.poll() is None:  # noqa: ASYNC110 - a few 10 ms at shutdown
-                await anyio.sleep(0.01)
+        await _wait_exit(self._guardian)
 
 
 # On EOF (the manager is gone), SIGKILL every process group still registered ("+pgid"
@@ -172,9 +171,7 @@ class GroupGuardian:
     async def aclose(self) -> None:
         """End the guardian (every group is gone by now) and reap it."""
         os.close(self._pipe)
-        with anyio.move_on_after(5):
-            while self._process.poll() is None:  # noqa: ASYNC110 - a few ms at shutdown
-                await anyio.sleep(0.01)
+        await _wait_exit(self._process)
 
 
 class Adoptions:
@@ -197,8 +194,8 @@ class Adoptions:
             return []
         marker = b"\0PROCESSMAN_ID=" + process_id.encode() + b"\0"
         found = []
-        for pid, (ppid, _, state) in _proc_table().items():
-            if ppid != self._manager_pid or pid in self.leaders or state in (b"Z", b"X"):
+        for pid in self._adopted():
+            if _state(pid) in (b"Z", b"X", None):
                 continue
             try:
                 with open(f"/proc/{pid}/environ", "rb") as file:
@@ -213,12 +210,16 @@ class Adoptions:
         """Reap adopted processes that have died (never a leader: its pidfd does that)."""
         if not self.enabled:
             return
-        for pid, (ppid, _, state) in _proc_table().items():
-            if ppid == self._manager_pid and state == b"Z" and pid not in self.leaders:
+        for pid in self._adopted():
+            if _state(pid) == b"Z":
                 try:
                     os.waitpid(pid, os.WNOHANG)
                 except ChildProcessError:
                     pass
+
+    def _adopted(self) -> list[int]:
+        """The manager's children that are not leaders (called on every reap: kept cheap)."""
+        return [pid for pid in _children(self._manager_pid) if pid not in self.leaders]
 
 
 class LinuxSpawner:
@@ -528,6 +529,21 @@ class _Pipe:
         raise StopAsyncIteration
 
 
+async def _wait_exit(process: subprocess.Popen[Any]) -> None:
+    """Wait (on a pidfd, not by polling) until ``process`` has exited (at most 5 s), reap it."""
+    try:
+        pidfd = os.pidfd_open(process.pid)
+    except OSError:  # already reaped
+        process.poll()
+        return
+    try:
+        with anyio.move_on_after(5):
+            await anyio.wait_readable(pidfd)
+    finally:
+        os.close(pidfd)
+    process.poll()
+
+
 def _check_cwd(cwd: str) -> None:
     # One stat, done inline: a worker thread would cost more than the call.
     if not os.path.isdir(cwd):
@@ -588,6 +604,40 @@ def _proc_table() -> dict[int, tuple[int, int, bytes]]:
     return table
 
 
+def _children(pid: int) -> list[int]:
+    """The children of ``pid``: its threads' ``children`` files, or a /proc scan without."""
+    if not _has_children_files():
+        return [child for child, (parent, _, _) in _proc_table().items() if parent == pid]
+    found: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children", "rb") as file:
+                found += [int(field) for field in file.read().split()]
+        except OSError:
+            continue  # the thread ended
+    return found
+
+
+@functools.cache
+def _has_children_files() -> bool:
+    """``/proc/<pid>/task/<tid>/children`` exists (CONFIG_PROC_CHILDREN, most kernels)."""
+    return os.path.exists(f"/proc/self/task/{os.getpid()}/children")
+
+
+def _state(pid: int) -> bytes | None:
+    """The state letter of ``pid`` (``R``, ``S``, ``Z``...), None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            data = stat.read()
+    except OSError:
+        return None
+    return data[data.rfind(b")") + 2 :][:1]
+
+
 def _descendants(pid: int) -> list[int]:
     """Live descendants of ``pid`` by parent links (the ones that left its group too)."""
     table = _proc_table()
@@ -604,12 +654,7 @@ def _descendants(pid: int) -> list[int]:
 
 
 def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            data = stat.read()
-    except OSError:
-        return False
-    return data[data.rfind(b")") + 2 :][:1] not in (b"Z", b"X")
+    return _state(pid) not in (b"Z", b"X", None)
 
 
 def _group_alive(pgid: int) -> bool:

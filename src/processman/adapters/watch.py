@@ -17,8 +17,6 @@ from typing import TYPE_CHECKING
 import anyio
 import anyio.from_thread
 import anyio.lowlevel
-import pathspec
-from watchfiles._rust_notify import RustNotify
 
 from processman.domain.errors import WatchError
 from processman.domain.ignore import ignored_by_default
@@ -26,6 +24,7 @@ from processman.domain.ignore import ignored_by_default
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
+    import pathspec
     from anyio.lowlevel import EventLoopToken
     from anyio.streams.memory import MemoryObjectSendStream
 
@@ -39,7 +38,7 @@ class IgnoreMatcher:
         self, roots: Iterable[str], patterns: Iterable[str] = (), ignore_dirs: Iterable[str] = ()
     ) -> None:
         self.roots = sorted((os.path.abspath(r) for r in roots), key=len, reverse=True)
-        self.extra = pathspec.GitIgnoreSpec.from_lines(list(patterns))
+        self.extra = _spec(patterns)
         self.ignore_dirs = tuple(os.path.abspath(d) for d in ignore_dirs)
         self.gitignores: dict[str, pathspec.GitIgnoreSpec] = {}
         self.reload_gitignores()
@@ -88,12 +87,18 @@ class IgnoreMatcher:
         return decision
 
 
+def _spec(lines: Iterable[str]) -> pathspec.GitIgnoreSpec:
+    import pathspec  # imported on the first watch: processes without one never pay for it
+
+    return pathspec.GitIgnoreSpec.from_lines(list(lines))
+
+
 def _read_gitignore(path: str) -> pathspec.GitIgnoreSpec:
     try:
         with open(path, encoding="utf-8", errors="replace") as file:
-            return pathspec.GitIgnoreSpec.from_lines(file.read().splitlines())
+            return _spec(file.read().splitlines())
     except OSError:
-        return pathspec.GitIgnoreSpec.from_lines([])
+        return _spec([])
 
 
 def _prepare(request: WatchRequest) -> IgnoreMatcher:
@@ -175,6 +180,8 @@ def _watch_in_thread(
             anyio.from_thread.run_sync(send.send_nowait, item, token=token)
         except (RuntimeError, anyio.BrokenResourceError, anyio.ClosedResourceError):
             stop.set()  # the event loop or the receiver is gone
+
+    from watchfiles._rust_notify import RustNotify  # on the first watch, as pathspec
 
     try:
         with RustNotify(list(paths), False, False, 300, True, False) as notify:

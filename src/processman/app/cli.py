@@ -8,6 +8,7 @@ clients of a running supervisor's HTTP API.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ipaddress
 import json
 import os
@@ -26,7 +27,6 @@ from loguru import logger
 from processman._version import __version__
 from processman.adapters.api_client import DEFAULT_API, ApiClient
 from processman.adapters.config import load_config
-from processman.adapters.http import ApiServer, create_app
 from processman.adapters.logs import add_console_sink
 from processman.app.container import Container
 from processman.app.manager import ProcessManager
@@ -119,7 +119,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the console script."""
     args = build_parser().parse_args(argv)
     if args.command == "run":
-        sys.exit(run(args.config, only=args.only, api=args.api))
+        code = run(args.config, only=args.only, api=args.api)
+        # Every child is gone and every sink closed: skip the interpreter's teardown of
+        # every module (~20 ms of the shutdown time a supervisor is measured by).
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):  # a closed or broken pipe
+                stream.flush()
+        os._exit(code)
     if args.command == "check":
         sys.exit(check(args.config))
     sys.exit(client_command(args))
@@ -222,6 +228,8 @@ async def _supervise(config: Config, token: str | None, sock: socket.socket | No
         ):
             server = None
             if sock is not None:
+                from processman.adapters.http import ApiServer, create_app  # API users only
+
                 server = ApiServer(create_app(manager, token=token))
                 await tg.start(server.serve, sock)
                 log.info("API on {}", config.api.base_url)
