@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from processman.domain.dotenv import parse_dotenv
 from processman.domain.durations import parse_duration
@@ -211,6 +213,36 @@ def test_line_splitter_keeps_four_byte_characters_whole() -> None:
     splitter = LineSplitter(limit=8)
     assert splitter.feed("aaaaaa\U0001f600b\n".encode()) == ["aaaaaa", "\U0001f600b"]
     assert splitter.feed(b"\x80" * 10 + b"\n") == ["\ufffd" * 8, "\ufffd" * 2]
+
+
+def _reference_lines(data: bytes, limit: int) -> list[str]:
+    """Line by line, the obvious way: what the splitter's one-decode fast path must equal."""
+    splitter = LineSplitter(limit)
+    lines = []
+    for raw in data.split(b"\n")[:-1]:
+        for piece in splitter._pieces(raw):
+            line = piece.decode("utf-8", "replace")
+            lines.append(line[:-1] if line.endswith("\r") else line)
+    return lines
+
+
+@given(
+    st.lists(
+        st.sampled_from(
+            [b"a", b"\n", b"\r", b"\xc3\xa9", b"\xe2\x82", b"\xff", b"\xf0\x9f\x98\x80"]
+        ),
+        max_size=80,
+    ),
+    st.lists(st.integers(1, 40), max_size=10),
+)
+def test_line_splitter_equals_decoding_line_by_line(tokens: list[bytes], cuts: list[int]) -> None:
+    data = b"".join(tokens) + b"\n"
+    splitter = LineSplitter(limit=16)
+    lines, position = [], 0
+    for size in [*cuts, len(data)]:  # the same bytes, fed in arbitrary chunks
+        lines += splitter.feed(data[position : position + size])
+        position += size
+    assert lines == _reference_lines(data, 16)
 
 
 def test_child_environment() -> None:

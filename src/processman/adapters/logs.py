@@ -15,37 +15,62 @@ from loguru import logger
 from processman.domain.ports import LogEntry
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from processman.domain.model import LogSettings
-    from processman.domain.ports import LogBatch
+    from processman.domain.ports import LogBatch, StreamName
 
 
 class RingBufferSink:
-    """The last ``capacity`` lines of each process, spanning restarts."""
+    """The last ``capacity`` lines of each process, spanning restarts.
+
+    It keeps the batches as they come (one append per batch, whatever its size) and
+    builds ``LogEntry`` objects only for the lines a reader asks for.
+    """
 
     def __init__(self, capacity: int = 1000) -> None:
         self.capacity = capacity
-        self._lines: dict[str, deque[LogEntry]] = {}
+        self._rings: dict[str, _Ring] = {}
 
     def write(self, batch: LogBatch) -> None:
         """Append the batch's lines to the process's ring."""
-        ring = self._lines.get(batch.process)
+        if self.capacity <= 0:
+            return
+        ring = self._rings.get(batch.process)
         if ring is None:
-            ring = self._lines[batch.process] = deque(maxlen=self.capacity)
-        time, stream = batch.time, batch.stream
-        lines = batch.lines[-self.capacity :] if self.capacity else []
-        ring.extend(LogEntry(time, stream, line) for line in lines)
+            ring = self._rings[batch.process] = _Ring()
+        lines = batch.lines if len(batch.lines) <= self.capacity else batch.lines[-self.capacity :]
+        ring.batches.append((batch.time, batch.stream, lines))
+        ring.count += len(lines)
+        # drop whole batches while the rest still holds ``capacity`` lines
+        while ring.count - len(ring.batches[0][2]) >= self.capacity:
+            ring.count -= len(ring.batches.popleft()[2])
 
     def tail(self, process_id: str, count: int) -> list[LogEntry]:
-        """The last ``count`` lines of a process, oldest first."""
-        ring = self._lines.get(process_id)
+        """The last ``count`` lines of a process (at most ``capacity``), oldest first."""
+        ring = self._rings.get(process_id)
+        count = min(count, self.capacity)
         if not ring or count <= 0:
             return []
-        if count >= len(ring):
-            return list(ring)
-        return list(ring)[-count:]
+        newest_first: list[LogEntry] = []
+        for time, stream, lines in reversed(ring.batches):
+            for line in reversed(lines[-(count - len(newest_first)) :]):
+                newest_first.append(LogEntry(time, stream, line))
+            if len(newest_first) >= count:
+                break
+        newest_first.reverse()
+        return newest_first
 
     def close(self) -> None:
         """Nothing to release."""
+
+
+class _Ring:
+    __slots__ = ("batches", "count")
+
+    def __init__(self) -> None:
+        self.batches: deque[tuple[datetime, StreamName, list[str]]] = deque()
+        self.count = 0
 
 
 class FileSink:
@@ -145,45 +170,81 @@ class LoguruSink:
 
 
 #: ANSI colours handed out to processes in config order on the console.
-CONSOLE_COLOURS = (
-    "cyan",
-    "magenta",
-    "green",
-    "yellow",
-    "blue",
-    "red",
-    "light-cyan",
-    "light-magenta",
-    "light-green",
-    "light-yellow",
-    "light-blue",
-)
+CONSOLE_COLOURS = {
+    "cyan": "36",
+    "magenta": "35",
+    "green": "32",
+    "yellow": "33",
+    "blue": "34",
+    "red": "31",
+    "light-cyan": "96",
+    "light-magenta": "95",
+    "light-green": "92",
+    "light-yellow": "93",
+    "light-blue": "94",
+}
+
+
+class ConsoleSink:
+    """The loguru sink behind ``<time> <id> | <line>``: it formats its own line.
+
+    loguru only renders ``{message}`` (and a traceback); the prefix is built here,
+    because loguru's ``{time:HH:mm:ss.SSS}`` and markup parsing cost more than the rest
+    of the log path together (a chatty child would be held back by its console).
+    """
+
+    def __init__(self, process_ids: list[str], stream: TextIO, colorize: bool) -> None:
+        self.stream = stream
+        self.width = max((len(pid) for pid in process_ids), default=0)
+        codes = list(CONSOLE_COLOURS.values())
+        self.colours = {pid: codes[i % len(codes)] for i, pid in enumerate(process_ids)}
+        self.colorize = colorize
+
+    def __call__(self, message: Any) -> None:
+        record = message.record
+        extra = record["extra"]
+        process = str(extra["process"])
+        t = record["time"]
+        stamp = f"{t.hour:02d}:{t.minute:02d}:{t.second:02d}.{t.microsecond // 1000:03d}"
+        text = str(message)  # the line, a newline, and a traceback if there is one
+        if self.colorize:
+            colour = self.colours.get(process, "37")
+            line = f"\x1b[2m{stamp}\x1b[0m \x1b[{colour}m{process: <{self.width}}\x1b[0m | "
+            if extra.get("stream") == "manager":
+                text = f"\x1b[2m{text.rstrip(chr(10))}\x1b[0m\n"
+            line += text
+        else:
+            line = f"{stamp} {process: <{self.width}} | {text}"
+        self.stream.write(line)
+        self.stream.flush()
+
+
+def _should_colorize(stream: TextIO) -> bool:
+    if "NO_COLOR" in os.environ:
+        return False
+    if "FORCE_COLOR" in os.environ:
+        return True
+    isatty = getattr(stream, "isatty", None)
+    try:
+        return bool(isatty and isatty())
+    except ValueError:  # a closed stream
+        return False
 
 
 def add_console_sink(process_ids: list[str], stream: TextIO, *, colorize: bool | None) -> int:
     """Add the console sink ``<time> <id> | <line>`` (a colour per process) to loguru.
 
-    Only records that carry a ``process`` extra are shown; returns the handler id, so
-    the caller removes exactly what it added.
+    Only records that carry a ``process`` extra are shown; colours follow the stream
+    (a terminal, ``NO_COLOR``, ``FORCE_COLOR``) when ``colorize`` is None. Returns the
+    handler id, so the caller removes exactly what it added.
     """
-    colours = {pid: CONSOLE_COLOURS[i % len(CONSOLE_COLOURS)] for i, pid in enumerate(process_ids)}
-    width = max((len(pid) for pid in process_ids), default=0)
-
-    def format_record(record: Any) -> str:
-        extra = record["extra"]
-        colour = colours.get(extra.get("process"), "white")
-        message = "{message}"
-        if extra.get("stream") == "manager":
-            message = "<dim>{message}</dim>"
-        return (
-            "<dim>{time:HH:mm:ss.SSS}</dim> "
-            f"<{colour}>{{extra[process]: <{width}}}</{colour}> | {message}\n{{exception}}"
-        )
-
+    sink = ConsoleSink(
+        process_ids, stream, _should_colorize(stream) if colorize is None else colorize
+    )
     return logger.add(
-        stream,
-        format=format_record,
+        sink,
+        format="{message}",  # loguru adds "\n{exception}"
         filter=lambda record: "process" in record["extra"],
-        colorize=colorize,
+        colorize=False,
         level="INFO",
     )

@@ -222,6 +222,7 @@ async def _supervise(config: Config, token: str | None, sock: socket.socket | No
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         container = Container()
         container.subreaper.override(providers.Object(True))  # it owns all its children
+        container.loguru_records.override(providers.Object(config.logs.console))
         async with (
             ProcessManager(config, container=container) as manager,
             anyio.create_task_group() as tg,

@@ -40,6 +40,10 @@ def _sinks(*sinks: LogSink | None) -> list[LogSink]:
     return [sink for sink in sinks if sink is not None]
 
 
+def _loguru_sink(wanted: bool) -> LoguruSink | None:
+    return LoguruSink() if wanted else None
+
+
 class Container(containers.DeclarativeContainer):
     """processman's adapters, wired."""
 
@@ -63,8 +67,12 @@ class Container(containers.DeclarativeContainer):
 
     ring_buffer = providers.Singleton(RingBufferSink, capacity=config.provided.logs.buffer_lines)
 
+    # Child lines as loguru records; processman run without a console turns them off
+    # (no loguru sink would take them, and each costs a loguru call).
+    loguru_records = providers.Object(True)
+
     log_sinks = providers.Callable(
         _sinks,
-        providers.Singleton(LoguruSink),
+        providers.Callable(_loguru_sink, loguru_records),
         providers.Singleton(FileSink.from_settings, config.provided.logs),
     )

@@ -286,9 +286,7 @@ class ProcessRunner:
             script = self.spec.script or ""
             return (script, *self.spec.args)
 
-    def _announce(
-        self, old: State, new: State, event: Event, effects: tuple[Effect, ...]
-    ) -> None:
+    def _announce(self, old: State, new: State, event: Event, effects: tuple[Effect, ...]) -> None:
         if new.status is old.status:
             return
         if new.status is Status.RUNNING and new.run is not None:
