@@ -66,3 +66,11 @@ def test_no_file_sink_without_logs_dir() -> None:
     container = Container()
     container.config.override(providers.Object(Config(processes=())))
     assert [type(s) for s in container.log_sinks()] == [LoguruSink]
+
+
+def test_no_loguru_records_when_turned_off() -> None:
+    # processman run without a console: no loguru sink would take child lines
+    container = Container()
+    container.config.override(providers.Object(Config(processes=())))
+    container.loguru_records.override(providers.Object(False))
+    assert container.log_sinks() == []

@@ -91,3 +91,50 @@ async def test_loguru_records_and_the_console_format() -> None:
     hello = next(r for r in records if r.get("msg") == "Hello from Python")
     assert hello["process"] == "echo" and hello["stream"] == "stdout" and hello["pid"] == pid
     assert re.search(r"^\d\d:\d\d:\d\d\.\d{3} echo \| Hello from Python$", console.getvalue(), re.M)
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize(
+    ("stream", "colorize", "environ", "coloured"),
+    [
+        (io.StringIO, None, {}, False),  # not a terminal
+        (_Terminal, None, {}, True),
+        (_Terminal, None, {"NO_COLOR": "1"}, False),
+        (io.StringIO, None, {"FORCE_COLOR": "1"}, True),
+        (_Terminal, False, {}, False),  # the caller decides
+        (io.StringIO, True, {}, True),
+    ],
+)
+def test_console_colours_follow_the_stream_and_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+    stream: type[io.StringIO],
+    colorize: bool | None,
+    environ: dict[str, str],
+    coloured: bool,
+) -> None:
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.delenv("FORCE_COLOR", raising=False)
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    console = stream()
+    handler = add_console_sink(["web", "db"], console, colorize=colorize)
+    logger.enable("processman")
+    try:
+        logger.bind(process="db", stream="stdout", pid=1).info("a <red>line</red> {x}")
+        logger.bind(process="web", stream="manager", pid=None).warning("stopped")
+        logger.info("a record without a process is not shown")
+    finally:
+        logger.remove(handler)
+        logger.disable("processman")
+    lines = console.getvalue().splitlines()
+    plain = [re.sub(r"\x1b\[[0-9;]*m", "", line) for line in lines]
+    assert [line[13:] for line in plain] == ["db  | a <red>line</red> {x}", "web | stopped"]
+    assert all(re.match(r"\d\d:\d\d:\d\d\.\d{3} ", line) for line in plain)
+    assert ("\x1b[" in console.getvalue()) is coloured
+    if coloured:  # one colour per process, in config order; manager lines dimmed
+        assert "\x1b[35mdb \x1b[0m | " in lines[0] and "\x1b[36mweb\x1b[0m | " in lines[1]
+        assert lines[1].endswith("\x1b[2mstopped\x1b[0m")
