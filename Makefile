@@ -19,7 +19,8 @@ demo: $(STAMP)
 # Side-by-side with supervisord, circus and PM2 (installed into temporary folders), then
 # development mode's reload latency and idle cost, and the crash-loop leak check.
 bench: $(STAMP)
-	$(BIN)/python benchmarks/compare.py
+	$(BIN)/python benchmarks/compare.py --markdown docs/benchmarks.md
+	$(BIN)/python benchmarks/scenarios.py --markdown docs/benchmarks.md
 	$(BIN)/python benchmarks/reload_latency.py
 	$(BIN)/python benchmarks/watch_idle.py
 	$(BIN)/python benchmarks/crash_loop_leaks.py

@@ -11,7 +11,7 @@ marker file when they start, then measure from outside with psutil:
 - shutdown: from SIGTERM to the tool until every child pid is gone and the tool exited.
 
     .venv/bin/python benchmarks/compare.py [--children 50] [--runs 3] [--idle 20]
-        [--tools bare,processman,supervisord,circus,pm2] [--markdown docs/benchmarks-compare.md]
+        [--tools bare,processman,supervisord,circus,pm2] [--markdown docs/benchmarks.md]
 """
 
 from __future__ import annotations
@@ -250,8 +250,15 @@ def measure(tool: Tool, n: int, idle: float, root: Path) -> dict[str, float]:
     return result
 
 
-def install_peers(root: Path, wanted: set[str]) -> list[Tool]:
-    tools: list[Tool] = []
+def install(root: Path, wanted: set[str]) -> dict[str, Path]:
+    """Install what ``wanted`` names into ``root``: {tool: its venv or npm prefix}.
+
+    processman from this checkout, supervisor and circus from PyPI (one venv), PM2 with
+    npm (skipped when npm is missing or fails: no internet, no registry).
+    """
+    found: dict[str, Path] = {}
+    if "processman" in wanted:
+        found["processman"] = install_processman(root)
     if wanted & {"supervisord", "circus"}:
         peers = root / "peers"
         subprocess.run([sys.executable, "-m", "venv", str(peers)], check=True)
@@ -259,10 +266,7 @@ def install_peers(root: Path, wanted: set[str]) -> list[Tool]:
             p for p, name in (("supervisor", "supervisord"), ("circus", "circus")) if name in wanted
         ]
         subprocess.run([str(peers / "bin" / "pip"), "install", "--quiet", *packages], check=True)
-        if "supervisord" in wanted:
-            tools.append(Tool("supervisord", supervisord(peers)))
-        if "circus" in wanted:
-            tools.append(Tool("circus", circus(peers)))
+        found.update({name: peers for name in ("supervisord", "circus") if name in wanted})
     npm = shutil.which("npm")
     if "pm2" in wanted and npm:
         prefix = root / "npm"
@@ -271,8 +275,37 @@ def install_peers(root: Path, wanted: set[str]) -> list[Tool]:
             capture_output=True,
         )
         if done.returncode == 0:
-            tools.append(Tool("PM2", pm2(prefix), {"PM2_HOME": str(root / "pm2-home")}))
-    return tools
+            found["pm2"] = prefix
+    return found
+
+
+def tools_for(installed: dict[str, Path], root: Path) -> list[Tool]:
+    """The launch scenario's tools, in table order."""
+    makers: dict[str, Callable[[Path], Callable[[Path, int], list[str]]]] = {
+        "processman": processman,
+        "supervisord": supervisord,
+        "circus": circus,
+        "pm2": pm2,
+    }
+    names = {"pm2": "PM2"}
+    return [
+        Tool(
+            names.get(key, key),
+            makers[key](path),
+            {"PM2_HOME": str(root / "pm2-home")} if key == "pm2" else None,
+        )
+        for key, path in installed.items()
+    ]
+
+
+def write_section(path: Path, name: str, text: str) -> None:
+    """Replace what lies between ``<!-- name:begin -->`` and ``<!-- name:end -->`` in path."""
+    begin, end = f"<!-- {name}:begin -->\n", f"<!-- {name}:end -->"
+    document = path.read_text()
+    if begin not in document or end not in document:
+        raise SystemExit(f"{path}: no {begin.strip()} ... {end} markers to write between")
+    head, rest = document.split(begin, 1)
+    path.write_text(head + begin + text + rest[rest.index(end) :])
 
 
 def summary(values: list[float]) -> str:
@@ -287,14 +320,13 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--idle", type=float, default=20.0)
     parser.add_argument("--tools", default="bare,processman,supervisord,circus,pm2")
+    parser.add_argument("--markdown", help="replace the compare section of this file")
     args = parser.parse_args()
     wanted = set(args.tools.split(","))
     root = Path(tempfile.mkdtemp(prefix="pm-compare-"))
     try:
         tools = [Tool("bare Popen", bare)] if "bare" in wanted else []
-        if "processman" in wanted:
-            tools.append(Tool("processman", processman(install_processman(root))))
-        tools += install_peers(root, wanted)
+        tools += tools_for(install(root, wanted), root)
         results: dict[str, list[dict[str, float]]] = {t.name: [] for t in tools}
         for run in range(args.runs):
             for tool in tools:
@@ -303,26 +335,35 @@ def main() -> None:
     finally:
         shutil.rmtree(root, ignore_errors=True)
     metrics = [
-        ("launch_s", "launch, s"),
-        ("rss_mib", "manager RSS, MiB"),
-        ("idle_cpu_s", f"CPU over {args.idle:g} s idle, s"),
-        ("shutdown_s", "shutdown, s"),
+        ("launch_s", f"Launch {args.children} children until every one runs", "s"),
+        ("rss_mib", "Manager RSS (its own processes, children excluded)", "MiB"),
+        ("idle_cpu_s", f"Manager CPU over {args.idle:g} s idle", "CPU-s"),
+        ("shutdown_s", "Stop (SIGTERM) until every child is gone and the tool exited", "s"),
     ]
-    pm = results.get("processman")
-    print(
-        f"\n{args.children} children, median (min–max) of {args.runs} runs; "
-        "ratio = processman / tool\n"
+    report = (
+        f"Run of {time.strftime('%Y-%m-%d')}, {args.children} children, median (min–max) of "
+        f"{args.runs} runs; ratio = processman / tool.\n\n"
     )
-    for key, label in metrics:
-        print(f"### {label}\n\n| tool | {label} | processman ratio |\n|---|---|---|")
-        for name, runs in results.items():
-            values = [r[key] for r in runs]
-            ratio = ""
-            if pm and name != "processman":
-                ours = statistics.median(r[key] for r in pm)
-                ratio = f"{ours / max(statistics.median(values), 1e-9):.2f}"
-            print(f"| {name} | {summary(values)} | {ratio} |")
-        print()
+    for key, title, unit in metrics:
+        report += table(
+            title, {name: [r[key] for r in runs] for name, runs in results.items()}, unit
+        )
+    print(report)
+    if args.markdown:
+        write_section(Path(args.markdown), "compare", report)
+
+
+def table(title: str, rows: dict[str, list[float]], unit: str) -> str:
+    """One scenario: each tool's median (min–max) and processman's ratio to it."""
+    ours = statistics.median(rows["processman"]) if rows.get("processman") else None
+    out = f"#### {title}\n\n| tool | {unit} | processman ratio |\n|---|---|---|\n"
+    for name, values in rows.items():
+        ratio = ""
+        if ours is not None and not name.startswith("processman"):
+            theirs = statistics.median(values)
+            ratio = f"{ours / theirs:.2f}" if theirs else "-"
+        out += f"| {name} | {summary(values)} | {ratio} |\n"
+    return out + "\n"
 
 
 if __name__ == "__main__":

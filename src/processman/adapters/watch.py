@@ -15,8 +15,6 @@ import threading
 from typing import TYPE_CHECKING
 
 import anyio
-import anyio.from_thread
-import anyio.lowlevel
 
 from processman.domain.errors import WatchError
 from processman.domain.ignore import ignored_by_default
@@ -135,6 +133,9 @@ class WatchfilesWatcher:
 
     async def watch(self, request: WatchRequest, on_change: Callable[[set[str]], None]) -> None:
         """Report batches of changed, non-ignored paths until cancelled."""
+        import anyio.from_thread  # here, not at import: a run without watches never needs them
+        import anyio.lowlevel
+
         matcher = await anyio.to_thread.run_sync(_prepare, request)
         step_ms, quiet = poll_and_quiet(request.debounce)
         send, receive = anyio.create_memory_object_stream[set[str] | Exception](math.inf)
