@@ -10,7 +10,9 @@ same children, ``--runs`` times, and is measured from outside:
   until the 45 others are gone, and until all 50 are;
 - 200,000 lines to a file: from the child's start to the last line in the tool's log
   file; the file is checked line by line (nothing missing, duplicated or reordered) and
-  the child reports how long its own writes took (it blocks when the tool falls behind);
+  the child reports how long its own writes took (it blocks when the tool falls behind),
+  beside the same child writing straight to the file and to /dev/null; then the same
+  with the child unbuffered (a write per line);
 - the same through processman's loguru console sink (stderr to /dev/null);
 - 500 children (processman and the bare launcher): launch, manager RSS per child, and
   the p99 of ``GET /api/processes``.
@@ -219,14 +221,14 @@ def _pm2(prefix: Path, work: Path, programs: list[Program]) -> list[str]:
 class Running:
     """One tool started on its config; ``close`` leaves nothing behind."""
 
-    def __init__(self, argv: list[str], env: dict[str, str], work: Path, stderr: int | None = None):
+    def __init__(self, argv: list[str], env: dict[str, str], work: Path):
         self.work = work
         self.started = time.monotonic()
         self.proc = subprocess.Popen(
             argv,
             cwd=work,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL if stderr is None else stderr,
+            stderr=subprocess.DEVNULL,
             env={**os.environ, **env},
             start_new_session=True,
         )
