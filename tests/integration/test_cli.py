@@ -130,6 +130,8 @@ def test_run_until_signal_then_clean_exit(tmp_path: Path, sig: signal.Signals) -
     assert not pid_alive(grandchild)
     assert "echo | Hello from Python" in err
     assert f"{sig.name} received: stopping every process" in err
+    # the last lines are written before run leaves (it exits without interpreter teardown)
+    assert "echo | stopped" in err and "tree | stopped" in err
     assert "Traceback" not in err
 
 
