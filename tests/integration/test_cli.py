@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import time
 from typing import TYPE_CHECKING
 
 import pytest
@@ -153,3 +154,33 @@ def test_run_only_one(tmp_path: Path) -> None:
             proc.wait()
     assert proc.returncode == 0
     assert not (tmp_path / "pid").exists()  # "tree" never started
+
+
+def test_run_without_console_writes_only_the_files(tmp_path: Path) -> None:
+    # console = false: no child line on stderr (and no loguru record for it), every
+    # line in logs.dir, written before run leaves
+    config = write_config(tmp_path, tmp_path / "pid")
+    config.write_text(
+        config.read_text() + f'\n[logs]\nconsole = false\ndir = "{tmp_path / "logs"}"\n'
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "processman", "run", str(config), "--only", "echo"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    log = tmp_path / "logs" / "echo.log"
+    try:
+        deadline = time.monotonic() + 15
+        while not (log.exists() and "Hello from Python" in log.read_text()):
+            assert time.monotonic() < deadline and proc.poll() is None, "no line in the file"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert "Hello from Python" not in out + err
+    assert " stdout | Hello from Python" in log.read_text()
