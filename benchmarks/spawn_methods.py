@@ -2,14 +2,20 @@
 
 An experiment behind docs/benchmarks.md, not a feature: from a process that has imported
 ``processman.app.cli`` (so it is as large as the manager), start 50 children that each
-write a marker, until every marker exists, in three ways:
+write a marker, until every marker exists, in these ways:
 
 - ``fork+preexec_fn``: ``subprocess.Popen`` with a ``preexec_fn`` as the Linux spawner
-  has (``PR_SET_PDEATHSIG``): CPython must fork the whole manager;
+  has in an embedding application (``PR_SET_PDEATHSIG``): CPython must fork the whole
+  manager;
 - ``vfork``: ``subprocess.Popen`` without one (what the bare launcher does): no cgroup
   join and no PDEATHSIG are possible this way;
 - ``helper``: a small long-lived ``python -I -S`` helper that forks on request and sets
-  PDEATHSIG in the child (the "fork server" docs/benchmarks.md names as the fix).
+  PDEATHSIG in the child (a "fork server");
+- ``sh+env trampoline``: vfork ``/bin/sh``, which joins the cgroup (here: writes to
+  /dev/null) and execs ``env -i NAME=VALUE... argv`` (dash alone drops variables such as
+  ``A.B``);
+- ``from the leaf`` (where this process may move between cgroups): move into a fresh
+  cgroup, vfork, move back: what ``processman run`` does.
 
     .venv/bin/python benchmarks/spawn_methods.py [--runs 5]
 """
@@ -31,6 +37,7 @@ from pathlib import Path
 from compare import CHILD
 
 import processman.app.cli  # noqa: F401 - the manager's size is part of the experiment
+from processman.adapters.spawn_linux import _join, cgroup2_base
 
 N = 50
 HELPER = """
@@ -86,6 +93,32 @@ def direct(argv: list[str], markers: Path, **options: object) -> float:
             child.wait()
 
 
+def from_leaf(argv: list[str], markers: Path, home: str) -> float:
+    """What ``LinuxSpawner(spawn_from_leaf=True)`` does: move into a fresh cgroup, vfork,
+    move back."""
+    tree = os.path.join(home, f"pm-spawn-{os.getpid()}")
+    os.mkdir(tree)
+    leaves = []
+    children = []
+    try:
+        started = time.perf_counter()
+        for i in range(N):
+            leaves.append(os.path.join(tree, str(i)))
+            os.mkdir(leaves[-1])
+            _join(leaves[-1])
+            try:
+                children.append(subprocess.Popen(argv, start_new_session=True))
+            finally:
+                _join(home)
+        return _until_all_started(markers, started)
+    finally:
+        _kill([c.pid for c in children])
+        for child in children:
+            child.wait()
+        for leaf in [*leaves, tree]:
+            os.rmdir(leaf)
+
+
 def helper(argv: list[str], markers: Path) -> float:
     server = subprocess.Popen(
         [sys.executable, "-I", "-S", "-c", HELPER, *argv],
@@ -121,11 +154,27 @@ def main() -> None:
         (root / "child.py").write_text(CHILD)
         markers = root / "markers"
         argv = [sys.executable, str(root / "child.py"), str(markers)]
+        env = [f"{k}={v}" for k, v in os.environ.items()]
+        trampoline = [
+            "/bin/sh",
+            "-c",
+            'echo 0 > "$0" && exec "$@"',
+            "/dev/null",
+            "/usr/bin/env",
+            "-i",
+            "--",
+            *env,
+            *argv,
+        ]
         methods = {
             "fork+preexec_fn": lambda: direct(argv, markers, preexec_fn=_pdeathsig),
             "vfork": lambda: direct(argv, markers),
             "helper": lambda: helper(argv, markers),
+            "sh+env trampoline": lambda: direct(trampoline, markers, env={}),
         }
+        base = cgroup2_base()
+        if base and os.access(os.path.join(base, "cgroup.procs"), os.W_OK):
+            methods["from the leaf"] = lambda: from_leaf(argv, markers, base)
         results: dict[str, list[float]] = {name: [] for name in methods}
         for _ in range(args.runs):
             for name, method in methods.items():

@@ -25,6 +25,7 @@ REAL: dict[str, Callable[[], Spawner]] = {"posix": PosixSpawner}
 if sys.platform.startswith("linux"):
     REAL["linux"] = LinuxSpawner
     REAL["linux-no-cgroups"] = lambda: LinuxSpawner(cgroups=False)
+    REAL["linux-spawn-from-leaf"] = lambda: LinuxSpawner(spawn_from_leaf=True)
 
 
 @pytest.fixture(params=sorted(REAL))

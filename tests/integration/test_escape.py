@@ -13,6 +13,7 @@ import anyio
 import pytest
 
 from processman import ProcessManager, Status
+from processman.adapters import spawn_linux
 from processman.adapters.spawn_linux import LinuxSpawner, cgroup2_base
 from tests.conftest import TESTDATA, pid_alive
 from tests.integration.helpers import config, script, wait_until
@@ -86,12 +87,70 @@ async def test_what_an_exited_process_left_behind_goes_too(tmp_path: Path) -> No
         assert not [p for p in pids if pid_alive(p)]
 
 
+def escape_under(spawner: LinuxSpawner, tmp_path: Path) -> ProcessManager:
+    """A manager of testdata/escape.py, which leaves a setsid child and a daemon behind."""
+    return ProcessManager(config(script("esc", "escape.py", str(tmp_path))), spawner=spawner)
+
+
+def own_cgroup(pid: int | str = "self") -> str:
+    with open(f"/proc/{pid}/cgroup") as file:
+        return next(line[3:].strip() for line in file if line.startswith("0::"))
+
+
+@needs_cgroups
+async def test_spawning_from_the_leaf_puts_the_tree_there_and_the_manager_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = own_cgroup()
+    moves: list[str] = []
+    join = spawn_linux._join
+
+    def recorded(cgroup: str) -> None:
+        moves.append(cgroup)
+        join(cgroup)
+
+    monkeypatch.setattr(spawn_linux, "_join", recorded)
+    async with escape_under(LinuxSpawner(spawn_from_leaf=True), tmp_path) as m:
+        pids = await wait_escaped(tmp_path)
+        assert own_cgroup() == home
+        leaf = own_cgroup(m.status("esc").pid or 0)
+        assert leaf.startswith(f"{home.rstrip('/')}/processman-{os.getpid()}/esc.")
+        assert [own_cgroup(pid) for pid in pids] == [leaf, leaf]  # the setsid and the daemon
+        await m.restart("esc")
+        assert not [p for p in pids if pid_alive(p)]
+        assert own_cgroup() == home
+    assert not [p for p in pids if pid_alive(p)]
+    assert own_cgroup() == home
+    # two spawns, each from inside its own leaf and back: no preexec_fn joined for them
+    base = os.path.normpath(cgroup2_base() or "")
+    assert [os.path.basename(path) for path in moves[::2]] == ["esc.1", "esc.2"]
+    assert [os.path.normpath(path) for path in moves[1::2]] == [base, base]
+
+
+@needs_cgroups
+async def test_spawning_from_the_leaf_falls_back_when_the_manager_may_not_move(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tried: list[str] = []
+
+    def refuse(cgroup: str) -> None:
+        tried.append(cgroup)
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(spawn_linux, "_join", refuse)
+    async with escape_under(LinuxSpawner(spawn_from_leaf=True), tmp_path) as m:
+        pids = await wait_escaped(tmp_path)
+        leaf = own_cgroup(m.status("esc").pid or 0)
+        assert f"/processman-{os.getpid()}/esc." in leaf  # joined by the child, before exec
+        await m.restart("esc")
+    assert len(tried) == 1  # tried once, then the preexec_fn for every spawn
+    assert not [p for p in pids if pid_alive(p)]
+
+
 @needs_linux
 async def test_without_cgroups_a_setsid_child_is_still_found(tmp_path: Path) -> None:
     spawner = LinuxSpawner(cgroups=False)
-    async with ProcessManager(
-        config(script("esc", "escape.py", str(tmp_path))), spawner=spawner
-    ) as m:
+    async with escape_under(spawner, tmp_path) as m:
         setsid, daemon = await wait_escaped(tmp_path)
         await m.stop("esc")
         assert not pid_alive(setsid)  # still a child of the tree: found through /proc

@@ -221,7 +221,9 @@ async def _supervise(config: Config, token: str | None, sock: socket.socket | No
     log = logger.bind(process="processman", stream="manager")
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         container = Container()
-        container.subreaper.override(providers.Object(True))  # it owns all its children
+        # it owns all its children, and no thread of its own starts a process
+        container.subreaper.override(providers.Object(True))
+        container.spawn_from_leaf.override(providers.Object(True))
         container.loguru_records.override(providers.Object(config.logs.console))
         async with (
             ProcessManager(config, container=container) as manager,

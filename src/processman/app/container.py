@@ -49,10 +49,12 @@ class Container(containers.DeclarativeContainer):
 
     config = providers.Dependency(instance_of=Config)
 
-    # Linux: a cgroup per instance unless PROCESSMAN_CGROUPS=0; the subreaper only for a
-    # process that owns all its children (processman run turns it on).
+    # Linux: a cgroup per instance unless PROCESSMAN_CGROUPS=0; the subreaper and spawning
+    # from inside the cgroup only for a process that owns all its children and threads
+    # (processman run turns them on).
     cgroups_wanted = providers.Callable(lambda: os.environ.get("PROCESSMAN_CGROUPS") != "0")
     subreaper = providers.Object(False)
+    spawn_from_leaf = providers.Object(False)
 
     clock = providers.Singleton(AnyioClock)
 
@@ -60,7 +62,12 @@ class Container(containers.DeclarativeContainer):
 
     spawner = providers.Selector(
         providers.Callable(platform_family),
-        linux=providers.Singleton(LinuxSpawner, cgroups=cgroups_wanted, subreaper=subreaper),
+        linux=providers.Singleton(
+            LinuxSpawner,
+            cgroups=cgroups_wanted,
+            subreaper=subreaper,
+            spawn_from_leaf=spawn_from_leaf,
+        ),
         posix=providers.Singleton(PosixSpawner),
         windows=providers.Singleton(WindowsSpawner),
     )
