@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import select
 import shutil
 import signal
 import statistics
@@ -185,6 +186,18 @@ def alive(pid: int) -> bool:
         return False
 
 
+def wait_exit(proc: subprocess.Popen[bytes], timeout: float) -> None:
+    """``proc.wait(timeout)`` without its polling: ``Popen.wait`` with a timeout sleeps
+    0.5, 1, 2, ... 50 ms between checks, which would round an exit at 32 ms up to 64."""
+    pidfd = os.pidfd_open(proc.pid)
+    try:
+        if not select.select([pidfd], [], [], timeout)[0]:
+            raise subprocess.TimeoutExpired(proc.args, timeout)
+    finally:
+        os.close(pidfd)
+    proc.wait()
+
+
 def own_processes(tool: psutil.Process, children: set[int]) -> list[psutil.Process]:
     procs = [tool]
     try:
@@ -230,7 +243,7 @@ def measure(tool: Tool, n: int, idle: float, root: Path) -> dict[str, float]:
         result["idle_cpu_s"] = sum(sum(p.cpu_times()[:2]) for p in own) - before
         stop_started = time.monotonic()
         proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
+        wait_exit(proc, 60)
         while [pid for pid in children if alive(pid)]:
             if time.monotonic() - stop_started > 60:
                 raise RuntimeError(f"{tool.name}: children still alive 60 s after SIGTERM")

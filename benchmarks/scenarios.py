@@ -49,6 +49,7 @@ from compare import (
     own_processes,
     summary,
     table,
+    wait_exit,
     write_section,
 )
 
@@ -321,7 +322,7 @@ def stop_with_ignorers(tool: str, home: Path, root: Path, n: int = 50) -> dict[s
             if now > 60:
                 raise RuntimeError(f"{tool}: children alive 60 s after SIGTERM")
             time.sleep(0.001)
-        running.proc.wait(timeout=60)
+        wait_exit(running.proc, 60)
         result["returned_s"] = time.monotonic() - stopped
         return result
     finally:
