@@ -13,8 +13,9 @@ starts outlives it, nor the manager:
   a ``preexec_fn`` that joins the cgroup in the child (CPython must then ``fork`` the
   whole manager, ~2.5 ms a spawn), the manager moves itself into the instance's cgroup,
   starts the child with ``vfork`` (~0.15 ms) so that it is born there, and moves back
-  (~50 us for both moves; about one move in a hundred sleeps for an RCU grace period, a
-  few ms, in the kernel's ``cgroup_threadgroup_rwsem``). Only for a process whose other threads never start processes
+  (~50 us for both moves in a burst; the first move after a quiet moment sleeps for an
+  RCU grace period in the kernel's ``cgroup_threadgroup_rwsem``, ~7.5 ms, as a child
+  joining from a ``preexec_fn`` does). Only for a process whose other threads never start processes
   (they would be born in the leaf too): an embedding application keeps the ``preexec_fn``.
   Such a child has no ``PR_SET_PDEATHSIG``: the guardian's ``cgroup.kill`` is what kills
   it with the manager.
