@@ -74,3 +74,18 @@ def test_no_loguru_records_when_turned_off() -> None:
     container.config.override(providers.Object(Config(processes=())))
     container.loguru_records.override(providers.Object(False))
     assert container.log_sinks() == []
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the Linux spawner's options")
+def test_processman_run_owns_its_process_and_a_library_does_not() -> None:
+    from processman.app.cli import run_container
+
+    config = Config(processes=(), logs=LogSettings(console=False))
+    library, run = Container(), run_container(config)
+    for container in (library, run):
+        container.config.override(providers.Object(config))
+    embedded, standalone = library.spawner(), run.spawner()
+    assert isinstance(embedded, LinuxSpawner) and isinstance(standalone, LinuxSpawner)
+    assert not embedded.spawns_from_leaf and standalone.spawns_from_leaf
+    assert any(isinstance(s, LoguruSink) for s in library.log_sinks())
+    assert not any(isinstance(s, LoguruSink) for s in run.log_sinks())  # console = false

@@ -138,10 +138,12 @@ async def test_spawning_from_the_leaf_falls_back_when_the_manager_may_not_move(
         raise PermissionError(13, "Permission denied")
 
     monkeypatch.setattr(spawn_linux, "_join", refuse)
-    async with escape_under(LinuxSpawner(spawn_from_leaf=True), tmp_path) as m:
+    spawner = LinuxSpawner(spawn_from_leaf=True)
+    async with escape_under(spawner, tmp_path) as m:
         pids = await wait_escaped(tmp_path)
         leaf = own_cgroup(m.status("esc").pid or 0)
         assert f"/processman-{os.getpid()}/esc." in leaf  # joined by the child, before exec
+        assert not spawner.spawns_from_leaf
         await m.restart("esc")
     assert len(tried) == 1  # tried once, then the preexec_fn for every spawn
     assert not [p for p in pids if pid_alive(p)]

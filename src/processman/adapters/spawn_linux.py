@@ -269,6 +269,11 @@ class LinuxSpawner:
         """True once instances are put in cgroups."""
         return self._tree is not None
 
+    @property
+    def spawns_from_leaf(self) -> bool:
+        """True while children are started from inside their cgroup (see the module)."""
+        return self._spawn_from_leaf
+
     def _cgroup_tree(self) -> CgroupTree | None:
         if not self._tree_checked:
             self._tree_checked = True

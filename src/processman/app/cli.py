@@ -217,16 +217,21 @@ def run(path: str | None, *, only: str | None = None, api: str | None = None) ->
     return EXIT_OK
 
 
+def run_container(config: Config) -> Container:
+    """The wiring of ``processman run``: a process that owns all its children and whose
+    own threads start none, so it is the subreaper and spawns from inside the cgroups."""
+    container = Container()
+    container.subreaper.override(providers.Object(True))
+    container.spawn_from_leaf.override(providers.Object(True))
+    container.loguru_records.override(providers.Object(config.logs.console))
+    return container
+
+
 async def _supervise(config: Config, token: str | None, sock: socket.socket | None) -> None:
     log = logger.bind(process="processman", stream="manager")
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        container = Container()
-        # it owns all its children, and no thread of its own starts a process
-        container.subreaper.override(providers.Object(True))
-        container.spawn_from_leaf.override(providers.Object(True))
-        container.loguru_records.override(providers.Object(config.logs.console))
         async with (
-            ProcessManager(config, container=container) as manager,
+            ProcessManager(config, container=run_container(config)) as manager,
             anyio.create_task_group() as tg,
         ):
             server = None
