@@ -13,6 +13,7 @@ from processman.adapters.logs import FileSink, LoguruSink, RingBufferSink
 from processman.adapters.spawn_linux import LinuxSpawner
 from processman.adapters.spawn_posix import PosixSpawner
 from processman.app import Container
+from processman.app.cli import run_container
 from processman.domain.model import Config, LogSettings, ProcessSpec
 from processman.domain.ports import Clock, LogBuffer, LogSink, Spawner
 from tests.fakes import FakeClock, FakeSpawner, RecordingSink
@@ -78,8 +79,6 @@ def test_no_loguru_records_when_turned_off() -> None:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the Linux spawner's options")
 def test_processman_run_owns_its_process_and_a_library_does_not() -> None:
-    from processman.app.cli import run_container
-
     config = Config(processes=(), logs=LogSettings(console=False))
     library, run = Container(), run_container(config)
     for container in (library, run):
