@@ -15,8 +15,9 @@ starts outlives it, nor the manager:
   starts the child with ``vfork`` (~0.15 ms) so that it is born there, and moves back
   (~50 us for both moves in a burst; the first move after a quiet moment sleeps for an
   RCU grace period in the kernel's ``cgroup_threadgroup_rwsem``, ~7.5 ms, as a child
-  joining from a ``preexec_fn`` does). Only for a process whose other threads never start processes
-  (they would be born in the leaf too): an embedding application keeps the ``preexec_fn``.
+  joining from a ``preexec_fn`` does). Only for a process whose other threads never
+  start processes (they would be born in the leaf too): an embedding application keeps
+  the ``preexec_fn``.
   Such a child has no ``PR_SET_PDEATHSIG``: the guardian's ``cgroup.kill`` is what kills
   it with the manager.
 - **A guardian**: a small ``/bin/sh`` that holds a pipe from the manager; when the pipe
@@ -98,17 +99,9 @@ class CgroupTree:
     def __init__(self, path: str) -> None:
         self.path = path
         self._leaves = itertools.count(1)
-        read_end, self._guardian_pipe = os.pipe()
-        try:
-            self._guardian = subprocess.Popen(
-                ["/bin/sh", "-c", _GUARDIAN, "processman-guardian", path],
-                stdin=read_end,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        finally:
-            os.close(read_end)
+        self._guardian, self._guardian_pipe = _start_guardian(
+            ["/bin/sh", "-c", _GUARDIAN, "processman-guardian", path]
+        )
 
     @classmethod
     def create(cls) -> CgroupTree | None:
@@ -157,17 +150,7 @@ class GroupGuardian:
     """An ``awk`` holding the live process groups; it kills them if the manager dies."""
 
     def __init__(self, awk: str) -> None:
-        read_end, self._pipe = os.pipe()
-        try:
-            self._process = subprocess.Popen(
-                [awk, _GROUP_GUARDIAN],
-                stdin=read_end,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        finally:
-            os.close(read_end)
+        self._process, self._pipe = _start_guardian([awk, _GROUP_GUARDIAN])
 
     def add(self, pgid: int) -> None:
         """Kill this group if the manager dies."""
@@ -609,6 +592,26 @@ def _killpg(pgid: int, sig: signal_module.Signals) -> None:
         os.killpg(pgid, sig)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def _start_guardian(argv: list[str]) -> tuple[subprocess.Popen[bytes], int]:
+    """Start a guardian in its own session reading a pipe: (the process, the write end),
+    which the manager holds open for as long as it lives."""
+    read_end, write_end = os.pipe()
+    try:
+        process = subprocess.Popen(
+            argv,
+            stdin=read_end,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    except BaseException:
+        os.close(write_end)
+        raise
+    finally:
+        os.close(read_end)
+    return process, write_end
 
 
 def _join(cgroup: str) -> None:
