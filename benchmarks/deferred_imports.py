@@ -51,7 +51,9 @@ DEFERRED = textwrap.dedent(
         ]
         for name in [m for m in sys.modules if m == "processman" or m.startswith("processman.")]:
             del sys.modules[name]
-        import loguru, dependency_injector.containers, processman.app.cli  # the deferred part
+        import loguru, processman.__main__
+        processman.__main__.import_dependency_injector()
+        import processman.app.cli  # the deferred part
         with anyio.open_signal_receiver(signal.SIGTERM) as signals:
             async for _ in signals:
                 break

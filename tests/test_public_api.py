@@ -73,6 +73,8 @@ def test_import_has_no_side_effects() -> None:
         "import threading, sys; from loguru import logger; before = len(logger._core.handlers);"
         "import processman;"
         "assert threading.active_count() == 1;"
+        "assert 'dependency_injector' not in sys.modules;"  # until ProcessManager is used
+        "assert processman.ProcessManager.__name__ == 'ProcessManager';"
         "assert len(logger._core.handlers) == before;"
         "print('ok')"
     )

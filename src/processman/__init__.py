@@ -11,11 +11,12 @@ until the application calls ``logger.enable("processman")``.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from loguru import logger
 
 from processman._version import __version__
 from processman.adapters.config import load_config
-from processman.app.manager import ProcessManager
 from processman.domain.errors import (
     ConfigError,
     InterpreterNotFoundError,
@@ -26,7 +27,22 @@ from processman.domain.errors import (
 )
 from processman.domain.model import Config, ProcessSpec, ProcessStatus, RestartPolicy, Status
 
+if TYPE_CHECKING:
+    from processman.app.manager import ProcessManager
+
 logger.disable("processman")
+
+
+def __getattr__(name: str) -> object:
+    # ProcessManager (and with it dependency-injector) is imported on first use, so that
+    # the processman command can import dependency-injector its own way first
+    # (processman/__main__.py).
+    if name == "ProcessManager":
+        from processman.app.manager import ProcessManager
+
+        return ProcessManager
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "Config",

@@ -1,5 +1,60 @@
-"""``python -m processman``."""
+"""The ``processman`` command (the console script and ``python -m processman``)."""
 
-from processman.app.cli import main
+from __future__ import annotations
 
-main()
+import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+# dependency-injector imports these at its own import, when they are installed, for
+# integrations processman does not use (Configuration.from_yaml, pydantic settings, wiring
+# into FastAPI, Starlette, Flask and FastDepends handlers). In an application's
+# environment that can mean pydantic; in processman's own, Starlette and PyYAML: 21 ms
+# and 2.6 MiB of a 72 ms, 29 MiB start-up (docs/benchmarks.md). The command is the only
+# program in its process, so it imports dependency-injector without them; an application
+# that embeds processman imports it the usual way. Starlette and PyYAML are imported
+# again, normally, when the HTTP API or a YAML config needs them.
+UNUSED_BY_DEPENDENCY_INJECTOR = (
+    "fast_depends",
+    "fastapi",
+    "pydantic",
+    "pydantic_settings",
+    "starlette",
+    "werkzeug",
+    "yaml",
+)
+
+
+class _Hidden:
+    """A meta path finder for which the named packages are not installed."""
+
+    def __init__(self, names: Iterable[str]) -> None:
+        self.names = frozenset(names)
+
+    def find_spec(self, fullname: str, *_: object) -> None:
+        if fullname.partition(".")[0] in self.names:
+            raise ModuleNotFoundError(f"No module named {fullname!r}", name=fullname)
+
+
+def import_dependency_injector() -> None:
+    """Import dependency-injector as if its optional integrations were not installed."""
+    hidden = _Hidden(n for n in UNUSED_BY_DEPENDENCY_INJECTOR if n not in sys.modules)
+    sys.meta_path.insert(0, hidden)
+    try:
+        import dependency_injector.containers  # noqa: F401
+        import dependency_injector.providers  # noqa: F401
+    finally:
+        sys.meta_path.remove(hidden)
+
+
+def main() -> None:
+    import_dependency_injector()
+    from processman.app.cli import main as run_command
+
+    run_command()
+
+
+if __name__ == "__main__":
+    main()

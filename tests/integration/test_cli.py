@@ -75,6 +75,28 @@ def test_check_prints_each_process(tmp_path: Path) -> None:
     assert explicit.splitlines()[1:] == result.stdout.splitlines()[1:]
 
 
+def test_the_command_imports_dependency_injector_without_its_integrations(
+    tmp_path: Path,
+) -> None:
+    # pydantic and starlette are installed here (schemathesis, the HTTP API), yaml too
+    code = (
+        "import sys; from processman.__main__ import import_dependency_injector as imp;"
+        "imp(); import dependency_injector.wiring as w, dependency_injector.providers;"
+        "print(sorted(n for n in ('starlette', 'yaml', 'pydantic') if n in sys.modules),"
+        " hasattr(w, 'StarletteRequest'), [type(f).__name__ for f in sys.meta_path].count('_Hidden'));"
+        "import yaml, starlette.requests; print('importable after')"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30
+    )
+    assert result.stdout.splitlines() == ["[] False 0", "importable after"], result.stderr
+    (tmp_path / "processman.yaml").write_text(
+        f"processes:\n  - id: echo\n    command: [{sys.executable}, {TESTDATA / 'echo.py'}]\n"
+    )
+    result = processman("check", str(tmp_path / "processman.yaml"))
+    assert result.returncode == 0 and "echo\n  argv:" in result.stdout, result.stderr
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [
