@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import io
 import re
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 import pytest
 from loguru import logger
 
 from processman import ProcessManager
-from processman.adapters.logs import FileSink, LoguruSink, add_console_sink
+from processman.adapters.logs import ConsoleSink, FileSink, LoguruSink, add_console_sink
 from tests.integration.helpers import config, script, wait_until
 
 if TYPE_CHECKING:
@@ -138,3 +139,49 @@ def test_console_colours_follow_the_stream_and_the_environment(
     if coloured:  # one colour per process, in config order; manager lines dimmed
         assert "\x1b[35mdb \x1b[0m | " in lines[0] and "\x1b[36mweb\x1b[0m | " in lines[1]
         assert lines[1].endswith("\x1b[2mstopped\x1b[0m")
+
+
+class _Message(str):
+    """What loguru hands a callable sink: the formatted text, with ``record``."""
+
+    record: dict[str, object]
+
+
+def _message(text: str, when: datetime) -> _Message:
+    message = _Message(text + "\n")
+    message.record = {"extra": {"process": "web", "stream": "stdout"}, "time": when}
+    return message
+
+
+def test_console_stamps_each_line_with_its_own_millisecond() -> None:
+    console = io.StringIO()
+    sink = ConsoleSink(["web"], console, colorize=False)
+    base = datetime(2026, 11, 28, 9, 5, 7, 123_000)
+    for when in (
+        base,
+        base.replace(microsecond=123_999),  # the same millisecond
+        base.replace(microsecond=124_000),
+        base.replace(hour=10, microsecond=124_000),  # only the hour differs
+        base.replace(microsecond=123_000),
+    ):
+        sink(_message("x", when))
+    assert [line[:12] for line in console.getvalue().splitlines()] == [
+        "09:05:07.123",
+        "09:05:07.123",
+        "09:05:07.124",
+        "10:05:07.124",
+        "09:05:07.123",
+    ]
+
+
+@pytest.mark.parametrize("buffering", [-1, 1])  # a buffered file, a line-buffered one
+def test_console_lines_reach_the_file_at_once(tmp_path: Path, buffering: int) -> None:
+    path = tmp_path / "console"
+    with open(path, "w", buffering=buffering) as stream:
+        sink = ConsoleSink(["web"], stream, colorize=False)
+        assert sink.flush is (buffering != 1)  # stderr is line-buffered: no flush a line
+        sink(_message("first", datetime(2026, 11, 28, 9, 5, 7)))
+        assert path.read_text().endswith("web | first\n")  # before the file is closed
+    unbuffered = io.TextIOWrapper(io.FileIO(path, "w"), write_through=True)  # python -u
+    with unbuffered:
+        assert ConsoleSink(["web"], unbuffered, colorize=False).flush is False

@@ -6,6 +6,7 @@ line stays a list append or a string join, not a Python call per line per sink.
 
 from __future__ import annotations
 
+import io
 import os
 from collections import deque
 from typing import IO, TYPE_CHECKING, Any, TextIO
@@ -199,13 +200,20 @@ class ConsoleSink:
         codes = list(CONSOLE_COLOURS.values())
         self.colours = {pid: codes[i % len(codes)] for i, pid in enumerate(process_ids)}
         self.colorize = colorize
+        self.flush = not _flushes_each_line(stream)
+        self._stamp = ((-1, -1, -1, -1), "")  # the last millisecond's "HH:MM:SS.mmm"
 
     def __call__(self, message: Any) -> None:
         record = message.record
         extra = record["extra"]
         process = str(extra["process"])
         t = record["time"]
-        stamp = f"{t.hour:02d}:{t.minute:02d}:{t.second:02d}.{t.microsecond // 1000:03d}"
+        when = (t.microsecond // 1000, t.second, t.minute, t.hour)
+        if when == self._stamp[0]:  # a chatty child writes many lines a millisecond
+            stamp = self._stamp[1]
+        else:
+            stamp = f"{t.hour:02d}:{t.minute:02d}:{t.second:02d}.{when[0]:03d}"
+            self._stamp = (when, stamp)
         text = str(message)  # the line, a newline, and a traceback if there is one
         if self.colorize:
             colour = self.colours.get(process, "37")
@@ -216,7 +224,18 @@ class ConsoleSink:
         else:
             line = f"{stamp} {process: <{self.width}} | {text}"
         self.stream.write(line)
-        self.stream.flush()
+        if self.flush:
+            self.stream.flush()
+
+
+def _flushes_each_line(stream: TextIO) -> bool:
+    """Whether a line written to ``stream`` reaches its file without a flush: stderr is
+    line-buffered (Python 3.9+), or written through unbuffered (``python -u``,
+    ``PYTHONUNBUFFERED``). A flush per line is a tenth of the console's cost."""
+    if getattr(stream, "line_buffering", False):
+        return True
+    raw = isinstance(getattr(stream, "buffer", None), io.RawIOBase)
+    return raw and bool(getattr(stream, "write_through", False))
 
 
 def _should_colorize(stream: TextIO) -> bool:
