@@ -11,11 +11,12 @@ if TYPE_CHECKING:
 # dependency-injector imports these at its own import, when they are installed, for
 # integrations processman does not use (Configuration.from_yaml, pydantic settings, wiring
 # into FastAPI, Starlette, Flask and FastDepends handlers). In an application's
-# environment that can mean pydantic; in processman's own, Starlette and PyYAML: 21 ms
-# and 2.6 MiB of a 72 ms, 29 MiB start-up (docs/benchmarks.md). The command is the only
-# program in its process, so it imports dependency-injector without them; an application
-# that embeds processman imports it the usual way. Starlette and PyYAML are imported
-# again, normally, when the HTTP API or a YAML config needs them.
+# environment that can mean pydantic; in processman's own it is Starlette and PyYAML:
+# without them the command's imports take 72 ms instead of 93, and 2.6 MiB less
+# (docs/benchmarks.md). The command is the only program in its process, so it imports
+# dependency-injector without them; an application that embeds processman imports it the
+# usual way. Starlette and PyYAML are imported again, normally, when the HTTP API or a
+# YAML config needs them.
 UNUSED_BY_DEPENDENCY_INJECTOR = (
     "fast_depends",
     "fastapi",
