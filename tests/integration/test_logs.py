@@ -179,9 +179,9 @@ def test_console_lines_reach_the_file_at_once(tmp_path: Path, buffering: int) ->
     path = tmp_path / "console"
     with open(path, "w", buffering=buffering) as stream:
         sink = ConsoleSink(["web"], stream, colorize=False)
-        assert sink.flush is (buffering != 1)  # stderr is line-buffered: no flush a line
+        assert sink.flush_each_line is (buffering != 1)  # stderr is line-buffered: no flush a line
         sink(_message("first", datetime(2026, 11, 28, 9, 5, 7)))
         assert path.read_text().endswith("web | first\n")  # before the file is closed
     unbuffered = io.TextIOWrapper(io.FileIO(path, "w"), write_through=True)  # python -u
     with unbuffered:
-        assert ConsoleSink(["web"], unbuffered, colorize=False).flush is False
+        assert ConsoleSink(["web"], unbuffered, colorize=False).flush_each_line is False

@@ -200,7 +200,7 @@ class ConsoleSink:
         codes = list(CONSOLE_COLOURS.values())
         self.colours = {pid: codes[i % len(codes)] for i, pid in enumerate(process_ids)}
         self.colorize = colorize
-        self.flush = not _flushes_each_line(stream)
+        self.flush_each_line = not _flushes_each_line(stream)
         self._stamp = ((-1, -1, -1, -1), "")  # the last millisecond's "HH:MM:SS.mmm"
 
     def __call__(self, message: Any) -> None:
@@ -224,7 +224,7 @@ class ConsoleSink:
         else:
             line = f"{stamp} {process: <{self.width}} | {text}"
         self.stream.write(line)
-        if self.flush:
+        if self.flush_each_line:
             self.stream.flush()
 
 
