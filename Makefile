@@ -23,6 +23,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/scenarios.py --markdown docs/benchmarks.md
 	$(BIN)/python benchmarks/spawn_methods.py
 	$(BIN)/python benchmarks/deferred_imports.py
+	$(BIN)/python benchmarks/profile_launch.py
 	$(BIN)/python benchmarks/reload_latency.py
 	$(BIN)/python benchmarks/watch_idle.py
 	$(BIN)/python benchmarks/crash_loop_leaks.py
