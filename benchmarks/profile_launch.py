@@ -104,9 +104,10 @@ def record(venv: Path, work: Path, n: int) -> tuple[Path, float]:
                 raise RuntimeError(f"processman ended early ({manager.returncode})")
             time.sleep(0.002)
         launch = time.monotonic() - started
-        manager.send_signal(signal.SIGTERM)  # py-spy writes the profile once it exits
-        wait_exit(manager, 60)
+        spy.send_signal(signal.SIGINT)  # py-spy stops sampling and writes the profile
         wait_exit(spy, 60)
+        manager.send_signal(signal.SIGTERM)
+        wait_exit(manager, 60)
     finally:
         for proc in (manager, spy):
             if proc is not None and proc.poll() is None:
@@ -121,15 +122,13 @@ def record(venv: Path, work: Path, n: int) -> tuple[Path, float]:
 
 
 def summarise(output: Path) -> tuple[collections.Counter[str], collections.Counter[str], int]:
-    """Samples per phase and per innermost frame (until SIGTERM: the stop is excluded)."""
+    """Samples per phase and per innermost frame."""
     phases: collections.Counter[str] = collections.Counter()
     frames: collections.Counter[str] = collections.Counter()
     total = 0
     for line in output.read_text().splitlines():
         stack_text, _, count_text = line.rpartition(" ")
         stack = stack_text.split(";")
-        if any("received: stopping" in f or "ProcessRunner.stop" in f for f in stack):
-            continue  # the stop after the launch
         count = int(count_text)
         total += count
         phases[phase(stack)] += count
