@@ -10,7 +10,11 @@ An experiment behind docs/benchmarks.md ("Why launch misses"), not a feature. It
   loguru and the manager, is skipped), spawns the 50 children with the spawner
   ``processman run`` uses, and only then imports loguru, dependency-injector and the rest
   of processman. No config file, container or runner: a lower bound for what deferring
-  those imports could give.
+  those imports could give;
+- ``deferred, imports at nice 19``: the same, with the deferred imports in a thread at
+  nice 19, so that the children's start-up would come first (it does not much: each
+  child calls ``setsid``, and with autogroup scheduling a nice value counts only inside
+  its own session's group).
 
     .venv/bin/python benchmarks/deferred_imports.py [--runs 8]
 """
@@ -30,7 +34,7 @@ from compare import Tool, bare, child_argv, install_processman, measure, process
 N = 50
 DEFERRED = textwrap.dedent(
     """
-    import importlib.util, os, signal, sys, types
+    import importlib.util, os, signal, sys, threading, types
 
     # skip processman/__init__.py (it imports loguru and the manager): the experiment
     found = importlib.util.find_spec("processman")
@@ -51,9 +55,15 @@ DEFERRED = textwrap.dedent(
         ]
         for name in [m for m in sys.modules if m == "processman" or m.startswith("processman.")]:
             del sys.modules[name]
-        import loguru, processman.__main__
-        processman.__main__.import_dependency_injector()
-        import processman.app.cli  # the deferred part
+        def imports():
+            if __NICE__:
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+            import loguru, processman.__main__
+            processman.__main__.import_dependency_injector()
+            import processman.app.cli  # the deferred part
+        thread = threading.Thread(target=imports)
+        thread.start()
+        thread.join()
         with anyio.open_signal_receiver(signal.SIGTERM) as signals:
             async for _ in signals:
                 break
@@ -66,12 +76,13 @@ DEFERRED = textwrap.dedent(
 )
 
 
-def deferred(venv: Path) -> Tool:
+def deferred(venv: Path, *, nice: bool = False) -> Tool:
     def command(work: Path, n: int) -> list[str]:
-        (work / "deferred.py").write_text(DEFERRED.replace("__N__", str(n)))
+        script = DEFERRED.replace("__N__", str(n)).replace("__NICE__", str(nice))
+        (work / "deferred.py").write_text(script)
         return [str(venv / "bin" / "python"), str(work / "deferred.py"), *child_argv(work)]
 
-    return Tool("deferred imports", command)
+    return Tool("deferred, imports at nice 19" if nice else "deferred imports", command)
 
 
 def main() -> None:
@@ -83,7 +94,12 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="pm-deferred-"))
     try:
         venv = install_processman(root)
-        tools = [Tool("bare Popen", bare), Tool("processman", processman(venv)), deferred(venv)]
+        tools = [
+            Tool("bare Popen", bare),
+            Tool("processman", processman(venv)),
+            deferred(venv),
+            deferred(venv, nice=True),
+        ]
         launches: dict[str, list[float]] = {tool.name: [] for tool in tools}
         for _ in range(args.runs):
             for tool in tools:
