@@ -23,10 +23,10 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/scenarios.py --markdown docs/benchmarks.md
 	$(BIN)/python benchmarks/spawn_methods.py
 	$(BIN)/python benchmarks/deferred_imports.py
-	$(BIN)/python benchmarks/profile_launch.py
 	$(BIN)/python benchmarks/reload_latency.py
 	$(BIN)/python benchmarks/watch_idle.py
 	$(BIN)/python benchmarks/crash_loop_leaks.py
+	$(BIN)/python benchmarks/profile_launch.py  # last: py-spy needs ptrace
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests testdata examples benchmarks
