@@ -17,7 +17,8 @@ demo: $(STAMP)
 	cd examples/demo && ../../$(BIN)/processman run processman.toml
 
 # Side-by-side with supervisord, circus and PM2 (installed into temporary folders), then
-# development mode's reload latency and idle cost, and the crash-loop leak check.
+# development mode's reload latency and idle cost, the crash-loop leak check, and a py-spy
+# profile of the launch.
 bench: $(STAMP)
 	$(BIN)/python benchmarks/compare.py --markdown docs/benchmarks.md
 	$(BIN)/python benchmarks/scenarios.py --markdown docs/benchmarks.md
