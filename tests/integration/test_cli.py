@@ -27,6 +27,16 @@ def processman(*args: str, cwd: Path | None = None) -> subprocess.CompletedProce
     )
 
 
+def start_run(config: Path, *options: str) -> subprocess.Popen[str]:
+    """``processman run`` as a real subprocess, its output captured (the caller stops it)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "processman", "run", str(config), *options],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 def write_config(tmp_path: Path, pid_file: Path) -> Path:
     path = tmp_path / "processman.toml"
     path.write_text(
@@ -133,12 +143,7 @@ def test_missing_config_and_unknown_only(tmp_path: Path) -> None:
 def test_run_until_signal_then_clean_exit(tmp_path: Path, sig: signal.Signals) -> None:
     pid_file = tmp_path / "pid"
     config = write_config(tmp_path, pid_file)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "processman", "run", str(config)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_run(config)
     try:
         seen = _read_until(proc, "Hello from Python", "tree | grandchild ")
         grandchild = int(pid_file.read_text())
@@ -160,12 +165,7 @@ def test_run_until_signal_then_clean_exit(tmp_path: Path, sig: signal.Signals) -
 
 def test_run_only_one(tmp_path: Path) -> None:
     config = write_config(tmp_path, tmp_path / "pid")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "processman", "run", str(config), "--only", "echo"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_run(config, "--only", "echo")
     try:
         _read_until(proc, "Hello from Python")
         proc.send_signal(signal.SIGINT)
@@ -185,12 +185,7 @@ def test_run_without_console_writes_only_the_files(tmp_path: Path) -> None:
     config.write_text(
         config.read_text() + f'\n[logs]\nconsole = false\ndir = "{tmp_path / "logs"}"\n'
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "processman", "run", str(config), "--only", "echo"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_run(config, "--only", "echo")
     log = tmp_path / "logs" / "echo.log"
     try:
         deadline = time.monotonic() + 15
