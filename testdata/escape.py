@@ -3,7 +3,9 @@
 - ``setsid.pid``: a child that calls setsid() (a new session and group, same parent)
 - ``daemon.pid``: a daemon made by a double fork and setsid() (its parent is gone)
 
-With argv[2] == "exit", the leader exits at once afterwards; otherwise it sleeps.
+With argv[2] == "exit", the leader exits as soon as both have written their pids (not
+before: its exit ends the tree, and an escapee killed before writing would never be seen);
+otherwise it sleeps.
 """
 
 import os
@@ -43,6 +45,8 @@ os.waitpid(middle, 0)
 
 print("escaped", flush=True)
 if len(sys.argv) > 2 and sys.argv[2] == "exit":
+    while not all(os.path.exists(os.path.join(directory, n)) for n in ("setsid.pid", "daemon.pid")):
+        time.sleep(0.005)
     sys.exit(0)
 while True:
     time.sleep(1)
