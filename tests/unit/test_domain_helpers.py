@@ -216,14 +216,30 @@ def test_line_splitter_keeps_four_byte_characters_whole() -> None:
 
 
 def _reference_lines(data: bytes, limit: int) -> list[str]:
-    """Line by line, the obvious way: what the splitter's one-decode fast path must equal."""
+    """Line by line, the obvious way: what the splitter must equal, however the bytes arrive."""
     splitter = LineSplitter(limit)
     lines = []
     for raw in data.split(b"\n")[:-1]:
-        for piece in splitter._pieces(raw):
-            line = piece.decode("utf-8", "replace")
-            lines.append(line[:-1] if line.endswith("\r") else line)
+        line = raw[:-1] if raw.endswith(b"\r") else raw
+        lines += [piece.decode("utf-8", "replace") for piece in splitter._pieces(line)]
     return lines
+
+
+def test_line_splitter_drops_only_the_cr_of_a_crlf_whatever_the_chunks() -> None:
+    line = "aaaaaa\u00e9\u00e9\u00e9\r\U0001f600".encode()  # 17 bytes, a CR inside
+    for chunks in ([line + b"\n"], [line, b"\n"]):
+        splitter = LineSplitter(limit=16)
+        assert [x for c in chunks for x in splitter.feed(c)] == [
+            "aaaaaa\u00e9\u00e9\u00e9\r",
+            "\U0001f600",
+        ]
+    crlf = b"a" * 16 + b"\r\n"  # 16 bytes once the CR of the CRLF is gone: not cut
+    for chunks in ([crlf], [crlf[:-1], b"\n"], [crlf[:-2], b"\r", b"\n"]):
+        splitter = LineSplitter(limit=16)
+        assert [x for c in chunks for x in splitter.feed(c)] == ["a" * 16]
+    splitter = LineSplitter(limit=16)
+    assert splitter.feed(b"a" * 16 + b"\r") == []
+    assert splitter.feed(b"b\n") == ["a" * 16, "\rb"]  # that CR was text after all
 
 
 @given(

@@ -10,7 +10,9 @@ class LineSplitter:
 
     Invalid UTF-8 is replaced, never fatal. A line longer than ``limit`` bytes is
     cut into pieces of at most ``limit`` bytes (at a character boundary when the
-    text is UTF-8). A trailing ``\\r`` is dropped, so CRLF output reads as lines.
+    text is UTF-8). One ``\\r`` right before the ``\\n`` is dropped, so CRLF output reads
+    as lines; a ``\\r`` anywhere else is text. A long line is cut after that, so the lines
+    never depend on how the bytes arrived in chunks.
     """
 
     def __init__(self, limit: int = MAX_LINE_BYTES) -> None:
@@ -27,12 +29,11 @@ class LineSplitter:
         self._pending = buffer[cut + 1 :]
         head = buffer[:cut]
         if len(head) > self._limit and max(map(len, head.split(b"\n"))) > self._limit:
-            parts = [piece for part in head.split(b"\n") for piece in self._pieces(part)]
-            lines = [part.decode("utf-8", "replace") for part in parts]
-        else:
-            # one decode for the whole chunk: "\n" never occurs inside a UTF-8 sequence,
-            # so this equals decoding line by line, at a fraction of the calls
-            lines = head.decode("utf-8", "replace").split("\n")
+            parts = [piece for part in head.split(b"\n") for piece in self._pieces(_crlf(part))]
+            return [part.decode("utf-8", "replace") for part in parts] + self._cut_long_pending()
+        # one decode for the whole chunk: "\n" never occurs inside a UTF-8 sequence,
+        # so this equals decoding line by line, at a fraction of the calls
+        lines = head.decode("utf-8", "replace").split("\n")
         if b"\r" in head:
             lines = [line[:-1] if line.endswith("\r") else line for line in lines]
         return lines + self._cut_long_pending()
@@ -45,10 +46,12 @@ class LineSplitter:
         return [piece.decode("utf-8", "replace") for piece in self._pieces(rest)]
 
     def _cut_long_pending(self) -> list[str]:
-        if len(self._pending) <= self._limit:
+        # a last "\r" may be half of a CRLF: it is not cut off until the next byte says
+        line = _crlf(self._pending)
+        if len(line) <= self._limit:
             return []
-        pieces = self._pieces(self._pending)
-        self._pending = pieces.pop()
+        pieces = self._pieces(line)
+        self._pending = pieces.pop() + self._pending[len(line) :]
         return [piece.decode("utf-8", "replace") for piece in pieces]
 
     def _pieces(self, data: bytes) -> list[bytes]:
@@ -69,3 +72,7 @@ class LineSplitter:
             start = end
         pieces.append(data[start:])
         return pieces
+
+
+def _crlf(line: bytes) -> bytes:
+    return line[:-1] if line.endswith(b"\r") else line
