@@ -170,6 +170,9 @@ def test_logs_follow_until_ctrl_c(supervisor: Supervisor) -> None:
         stderr=subprocess.PIPE,
         text=True,
         env=env,
+        # Ctrl-C as from a terminal: a runner started in the background (`cmd &` without job
+        # control) passes SIGINT on ignored, and Python then keeps ignoring it
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     ) as follower:
         lines: queue.Queue[str] = queue.Queue()
         assert follower.stdout is not None
