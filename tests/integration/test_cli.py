@@ -14,6 +14,7 @@ from processman import __version__
 from tests.conftest import TESTDATA, pid_alive
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
 
@@ -27,13 +28,16 @@ def processman(*args: str, cwd: Path | None = None) -> subprocess.CompletedProce
     )
 
 
-def start_run(config: Path, *options: str) -> subprocess.Popen[str]:
+def start_run(
+    config: Path, *options: str, preexec_fn: Callable[[], object] | None = None
+) -> subprocess.Popen[str]:
     """``processman run`` as a real subprocess, its output captured (the caller stops it)."""
     return subprocess.Popen(
         [sys.executable, "-m", "processman", "run", str(config), *options],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=preexec_fn,
     )
 
 
@@ -161,6 +165,41 @@ def test_run_until_signal_then_clean_exit(tmp_path: Path, sig: signal.Signals) -
     # the last lines are written before run leaves (it exits without interpreter teardown)
     assert "echo | stopped" in err and "tree | stopped" in err
     assert "Traceback" not in err
+
+
+SHOW_SIGNALS = (
+    "import signal\n"
+    "for s in (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT):\n"
+    "    handler = signal.getsignal(s)\n"
+    "    print(s.name, 'ignored' if handler is signal.SIG_IGN else 'default', flush=True)\n"
+)
+
+
+def _ignore_int_term_quit() -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT):
+        signal.signal(sig, signal.SIG_IGN)
+
+
+def test_children_get_sigint_and_sigterm_back_however_run_was_started(tmp_path: Path) -> None:
+    # started as from `nohup ... &`: SIGINT, SIGTERM (and SIGQUIT) ignored on entry
+    config = tmp_path / "processman.toml"
+    config.write_text(
+        f"[[processes]]\nid = 'sig'\nrestart = 'never'\n"
+        f"command = [{str(sys.executable)!r}, '-c', {SHOW_SIGNALS!r}]\n"
+    )
+    proc = start_run(config, preexec_fn=_ignore_int_term_quit)
+    try:
+        seen = _read_until(proc, "sig | SIGINT ", "sig | SIGTERM ", "sig | SIGQUIT ")
+        proc.send_signal(signal.SIGTERM)  # run handles it, though it was started ignoring it
+        _, rest = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, seen + rest
+    # the two run handles reach its children as defaults; the rest stays as inherited
+    for line in ("sig | SIGINT default", "sig | SIGTERM default", "sig | SIGQUIT ignored"):
+        assert line in seen, seen
 
 
 def test_run_only_one(tmp_path: Path) -> None:

@@ -229,6 +229,8 @@ def run_container(config: Config) -> Container:
 
 async def _supervise(config: Config, token: str | None, sock: socket.socket | None) -> None:
     log = logger.bind(process="processman", stream="manager")
+    # before the first spawn: children then start with SIGINT/SIGTERM at their defaults even
+    # when run was started ignoring them (nohup ... &); tested
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with (
             ProcessManager(config, container=run_container(config)) as manager,
