@@ -193,6 +193,7 @@ BAD: list[tuple[str, str, str, str]] = [
     ("p.toml", P + "env = { A = [1] }\n", "processes[0].env[...]", "got array"),
     ("p.toml", P + 'args = "--x"\n', "processes[0].args", "Expected array"),
     ("p.toml", P + 'backoff = "1 second"\n', "processes[0].backoff", "invalid duration"),
+    ("p.toml", P + 'stopTimeout = "99999999999h"\n', "processes[0].stopTimeout", "2562047h"),
     ("p.toml", P + "backoff = 5\n", "processes[0].backoff", "bare number"),
     ("p.toml", P + 'backoff = "-1s"\n', "processes[0].backoff", "negative"),
     ("p.toml", P + "stopTimeout = 1.5\n", "processes[0].stopTimeout", "Expected"),

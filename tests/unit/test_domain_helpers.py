@@ -40,6 +40,14 @@ def test_bad_durations(bad: object) -> None:
         parse_duration(bad)
 
 
+def test_durations_end_where_go_s_do() -> None:
+    assert parse_duration("2562047h") == 2562047 * 3600.0
+    # 400 digits would read as infinity: "restart in infs" was the symptom
+    for bad in ("2562048h", "9" * 400 + "s", "1" + "0" * 20 + "ms"):
+        with pytest.raises(ValueError, match="longer than the most allowed, 2562047h"):
+            parse_duration(bad)
+
+
 def lookup(name: str) -> str | None:
     return {"HOME": "/home/u", "EMPTY": ""}.get(name)
 
