@@ -40,6 +40,22 @@ def test_bad_durations(bad: object) -> None:
         parse_duration(bad)
 
 
+@pytest.mark.parametrize(
+    ("field", "seconds", "message"),
+    [
+        ("backoff", -1.0, "backoff is negative"),
+        ("stop_timeout", float("nan"), "stop_timeout must be at most 2562047h, got nan"),
+        ("healthy_after", float("inf"), "healthy_after must be at most 2562047h, got inf"),
+        ("watch_debounce", 1e13, "watch_debounce must be at most 2562047h"),
+    ],
+)
+def test_a_spec_from_python_refuses_what_a_config_file_may_not_say(
+    field: str, seconds: float, message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        ProcessSpec(id="p", cwd="/", command=("x",), **{field: seconds})  # type: ignore[arg-type]
+
+
 def test_durations_end_where_go_s_do() -> None:
     assert parse_duration("2562047h") == 2562047 * 3600.0
     # 400 digits would read as infinity: "restart in infs" was the symptom

@@ -7,7 +7,7 @@ import re
 
 # Go's limit (an int64 of nanoseconds, 2562047h47m16.854775807s): a longer duration is a
 # typo, and an overflowing one would be read as infinity
-_MAX_SECONDS = (2**63 - 1) / 1e9
+MAX_SECONDS = (2**63 - 1) / 1e9
 _UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 _PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
 
@@ -42,7 +42,7 @@ def parse_duration(value: object) -> float:
         raise ValueError(
             f'invalid duration {value!r}: use a number and a unit (ms, s, m, h), e.g. "1s", "1m30s"'
         )
-    if not math.isfinite(total) or total > _MAX_SECONDS:
+    if not math.isfinite(total) or total > MAX_SECONDS:
         raise ValueError(f"invalid duration {value!r}: longer than the most allowed, 2562047h")
     return total
 

@@ -8,6 +8,8 @@ from enum import StrEnum
 
 import msgspec
 
+from processman.domain.durations import MAX_SECONDS
+
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 _ID = re.compile(ID_PATTERN)
 
@@ -99,8 +101,11 @@ class ProcessSpec(msgspec.Struct, frozen=True, kw_only=True):
         if self.max_retries < -1:
             raise ValueError("maxRetries must be -1 (unlimited) or more")
         for name in ("backoff", "max_backoff", "healthy_after", "stop_timeout", "watch_debounce"):
-            if getattr(self, name) < 0:
+            seconds = getattr(self, name)
+            if seconds < 0:
                 raise ValueError(f"{name} is negative")
+            if not seconds <= MAX_SECONDS:  # NaN too
+                raise ValueError(f"{name} must be at most 2562047h, got {seconds!r} seconds")
         if self.max_backoff < self.backoff:
             raise ValueError("maxBackoff is below backoff")
         if normalise_signal(self.stop_signal) != self.stop_signal:
