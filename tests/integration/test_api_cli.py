@@ -148,6 +148,39 @@ def test_status_start_stop_restart_and_exit_codes(supervisor: Supervisor) -> Non
         assert "Traceback" not in result.stderr and len(result.stderr.splitlines()) == 1
 
 
+@pytest.mark.parametrize(
+    ("address", "problem"),
+    [
+        ("not a url", "spaces or control characters"),
+        ("http://127.0.0.1:99999", "Port out of range"),
+        ("ftp://127.0.0.1:9876", "not ftp://"),
+        ("http://[::1", "Invalid IPv6 URL"),
+        ("http://:9876", "names no host"),
+        ("127.0.0.1:9876?x=1", "query or fragment"),
+    ],
+)
+def test_an_api_address_that_is_no_address_is_named_not_a_traceback(
+    address: str, problem: str
+) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("PROCESSMAN_API", "PROCESSMAN_TOKEN")}
+    for source, extra, argv in (
+        ("--api", {}, ["status", "--api", address]),
+        ("PROCESSMAN_API", {"PROCESSMAN_API": address}, ["logs", "echo", "-f"]),
+    ):
+        result = subprocess.run(
+            [sys.executable, "-m", "processman", *argv],
+            capture_output=True,
+            text=True,
+            env={**env, **extra},
+            timeout=30,
+        )
+        assert result.returncode == 3, result.stderr
+        assert (
+            result.stderr.startswith(f"processman: {source}: ") and repr(address) in result.stderr
+        )
+        assert problem in result.stderr and len(result.stderr.splitlines()) == 1, result.stderr
+
+
 def test_children_get_the_api_url_and_logs(supervisor: Supervisor) -> None:
     deadline = time.monotonic() + 10
     result = supervisor.cli("logs", "env", "-n", "3")

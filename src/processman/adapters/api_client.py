@@ -9,19 +9,38 @@ from typing import TYPE_CHECKING, Any
 from processman.domain.errors import ApiError, ApiUnreachableError
 
 if TYPE_CHECKING:
-    import urllib.error
     from collections.abc import Iterator
+    from urllib.error import HTTPError
 
 #: Where the CLI looks when neither ``--api`` nor ``PROCESSMAN_API`` is given.
 DEFAULT_API = "http://127.0.0.1:9876"
 
 
 def normalise_base_url(value: str) -> str:
-    """``127.0.0.1:9876`` -> ``http://127.0.0.1:9876``; no trailing slash."""
-    value = value.strip().rstrip("/")
-    if "://" not in value:
-        value = "http://" + value
-    return value
+    """``127.0.0.1:9876`` -> ``http://127.0.0.1:9876``; no trailing slash.
+
+    A path stays (an API mounted under a prefix). Raises ApiUnreachableError, naming
+    the value, for what cannot be an address of the API.
+    """
+    url = value.strip().rstrip("/")
+    if "://" not in url:
+        url = "http://" + url
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is no port
+    except ValueError as exc:
+        raise ApiUnreachableError(repr(value), f"not a URL ({exc})") from None
+    if any(ch.isspace() or not ch.isprintable() for ch in url):
+        problem = "it contains spaces or control characters"
+    elif parts.scheme not in ("http", "https"):
+        problem = f"the API speaks http:// (or https://), not {parts.scheme}://"
+    elif not parts.hostname:
+        problem = "it names no host"
+    elif parts.query or parts.fragment:
+        problem = "a query or fragment has no place in it"
+    else:
+        return url
+    raise ApiUnreachableError(repr(value), f"not a URL: {problem}")
 
 
 class ApiClient:
@@ -91,7 +110,7 @@ class ApiClient:
             raise ApiUnreachableError(self.base_url, str(exc)) from None
 
 
-def _message(exc: urllib.error.HTTPError) -> str:
+def _message(exc: HTTPError) -> str:
     try:
         body = json.loads(exc.read())
         if isinstance(body, dict) and isinstance(body.get("error"), str):

@@ -289,7 +289,10 @@ def client_command(args: argparse.Namespace) -> int:
     """``status``, ``start``, ``stop``, ``restart``, ``logs``."""
     base = args.api or os.environ.get("PROCESSMAN_API") or DEFAULT_API
     token = args.token or os.environ.get("PROCESSMAN_TOKEN") or None
-    client = ApiClient(base, token)
+    try:
+        client = ApiClient(base, token)
+    except ApiUnreachableError as exc:  # not an address at all: say where it came from
+        return _fail(f"{'--api' if args.api else 'PROCESSMAN_API'}: {exc}", EXIT_UNREACHABLE)
     try:
         if args.command == "status":
             statuses = client.get("/api/processes")
