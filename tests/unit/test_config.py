@@ -286,6 +286,10 @@ BAD: list[tuple[str, str, str, str]] = [
         "[0].backoff",
         "bare number",
     ),
+    # each parser recurses per level: nesting past the recursion limit is a config error
+    ("p.toml", "a = " + "[" * 5000 + "]" * 5000 + "\n", "", "nested too deeply"),
+    ("p.json", '{"processes": ' + "[" * 100_000 + "]" * 100_000 + "}", "", "nested too deeply"),
+    ("p.yaml", "a: " + "[" * 5000 + "]" * 5000 + "\n", "", "nested too deeply"),
     ("p.ini", "[x]\n", "", "unknown config format"),
     ("Procfile", "web python app.py\n", "line 1", "expected `name: command`"),
     ("Procfile", "web: a\nweb: b\n", "line 2", "duplicate id 'web'"),

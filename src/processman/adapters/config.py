@@ -140,7 +140,10 @@ def parse_config(
     builder = _Builder(name, base_dir, environ)
     if file.name == "Procfile" or file.name.startswith("Procfile."):
         return builder.procfile(text)
-    document = _parse_document(name, file.suffix.lower(), text)
+    try:
+        document = _parse_document(name, file.suffix.lower(), text)
+    except RecursionError:  # tomllib, json and PyYAML all recurse per level of nesting
+        raise ConfigError(name, "", "nested too deeply to be a config file") from None
     if isinstance(document, list) and file.suffix.lower() == ".json":
         processes = _convert(name, document, list[RawProcess], prefix="")
         return builder.build(RawConfig(processes=processes), api_listen, legacy=True)
