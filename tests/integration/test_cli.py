@@ -141,6 +141,8 @@ def test_missing_config_and_unknown_only(tmp_path: Path) -> None:
     assert (
         result.returncode == 2 and "--only: unknown id 'ghost' (known: echo, tree)" in result.stderr
     )
+    result = processman("run", str(config), "--only", " , ")
+    assert result.returncode == 2 and "--only: no id given (known: echo, tree)" in result.stderr
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])

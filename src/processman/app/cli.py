@@ -148,8 +148,8 @@ def _load(path: str | None, only: str | None = None, api: str | None = None) -> 
     unknown = [pid for pid in wanted if pid not in known]
     if unknown or not wanted:
         listed = ", ".join(sorted(known)) or "none"
-        what = ", ".join(repr(u) for u in unknown) if unknown else "nothing"
-        raise ConfigError(config.source, "--only", f"unknown id {what} (known: {listed})")
+        problem = f"unknown id {', '.join(map(repr, unknown))}" if unknown else "no id given"
+        raise ConfigError(config.source, "--only", f"{problem} (known: {listed})")
     processes = tuple(spec for spec in config.processes if spec.id in wanted)
     return Config(processes=processes, api=config.api, logs=config.logs, source=config.source)
 
