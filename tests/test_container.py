@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 import pytest
 from dependency_injector import providers
@@ -17,6 +18,9 @@ from processman.app.cli import run_container
 from processman.domain.model import Config, LogSettings, ProcessSpec
 from processman.domain.ports import Clock, LogBuffer, LogSink, Spawner
 from tests.fakes import FakeClock, FakeSpawner, RecordingSink
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 pytestmark = pytest.mark.anyio
 
@@ -45,10 +49,10 @@ async def test_custom_spawner_and_sink_by_overriding_the_container() -> None:
     assert sink.lines() == ["hello"]
 
 
-def test_default_wiring(tmp_path: object) -> None:
+def test_default_wiring(tmp_path: Path) -> None:
     container = Container()
     container.config.override(
-        providers.Object(Config(processes=(), logs=LogSettings(dir="/tmp/x")))
+        providers.Object(Config(processes=(), logs=LogSettings(dir=str(tmp_path / "logs"))))
     )
     expected = LinuxSpawner if sys.platform.startswith("linux") else PosixSpawner
     assert isinstance(container.spawner(), expected)

@@ -145,6 +145,18 @@ def test_missing_config_and_unknown_only(tmp_path: Path) -> None:
     assert result.returncode == 2 and "--only: no id given (known: echo, tree)" in result.stderr
 
 
+def test_run_refuses_a_logs_dir_it_cannot_write(tmp_path: Path) -> None:
+    (tmp_path / "taken").write_text("")
+    config = write_config(tmp_path, tmp_path / "pid")
+    config.write_text('[logs]\ndir = "taken"\n' + config.read_text())
+    result = processman("run", str(config))
+    assert result.returncode == 2 and not (tmp_path / "pid").exists()  # nothing started
+    assert result.stderr == (
+        f"processman: {config}: logs.dir: cannot write logs to {tmp_path / 'taken'}: "
+        "it is not a directory\n"
+    )
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_run_until_signal_then_clean_exit(tmp_path: Path, sig: signal.Signals) -> None:
     pid_file = tmp_path / "pid"

@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import io
 import re
+import sys
 from datetime import datetime
 from typing import TYPE_CHECKING
 
 import pytest
 from loguru import logger
 
-from processman import ProcessManager
+from processman import ConfigError, ProcessManager, Status
 from processman.adapters.logs import ConsoleSink, FileSink, LoguruSink, add_console_sink
+from processman.domain.model import ProcessSpec
+from tests.fakes import RecordingSink
 from tests.integration.helpers import config, script, wait_until
 
 if TYPE_CHECKING:
     from pathlib import Path
+
+    from processman.domain.ports import LogBatch
 
 pytestmark = pytest.mark.anyio
 
@@ -72,6 +77,76 @@ def test_file_sink_rotates_and_keeps_retention(tmp_path: Path) -> None:
     assert names == ["p.log", "p.log.1", "p.log.2"]
     assert all(p.stat().st_size <= 200 for p in tmp_path.iterdir())
     assert "batch 19" in (tmp_path / "p.log").read_text()
+
+
+def test_a_logs_dir_that_cannot_be_written_is_refused_at_start(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    spec = script("echo", "echo.py")
+    for bad, reason in ((blocker, "it is not a directory"), (blocker / "sub", "Not a directory")):
+        with pytest.raises(ConfigError) as info:
+            ProcessManager(config(spec, dir=str(bad)))
+        assert info.value.field == "logs.dir"
+        assert info.value.reason == f"cannot write logs to {bad}: {reason}"
+    made = tmp_path / "new" / "logs"
+    ProcessManager(config(spec, dir=str(made)))  # nothing spawns before __aenter__
+    assert made.is_dir() and not list(made.iterdir())  # created, and the probe removed
+
+
+class _FailingSink(RecordingSink):
+    """Fails its first ``failures`` writes with ``error``, then records."""
+
+    def __init__(self, failures: int, error: Exception) -> None:
+        super().__init__()
+        self.failures = failures
+        self.error = error
+
+    def write(self, batch: LogBatch) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise self.error
+        super().write(batch)
+
+
+@pytest.mark.parametrize(
+    ("error", "traceback"),
+    [(OSError(28, "No space left on device"), False), (KeyError("bug"), True)],
+)
+async def test_a_failing_sink_is_reported_once_and_its_recovery_too(
+    error: Exception, traceback: bool
+) -> None:
+    records: list[tuple[str, str, bool]] = []
+    logger.enable("processman")
+    handler = logger.add(
+        lambda m: records.append(
+            (m.record["extra"].get("stream", ""), m.record["message"], bool(m.record["exception"]))
+        )
+    )
+    failing, healthy = _FailingSink(3, error), RecordingSink()
+    ticks = (
+        "import time\nfor i in range(40):\n    print('tick', i, flush=True)\n    time.sleep(0.005)"
+    )
+    spec = ProcessSpec(id="ticker", cwd="/", command=(sys.executable, "-c", ticks), restart="never")
+    try:
+        async with ProcessManager(config(spec), log_sinks=[failing, healthy]) as m:
+            status = await m.wait_for_status("ticker", Status.EXITED)
+            assert status.exit_code == 0  # the child never noticed
+    finally:
+        logger.remove(handler)
+        logger.disable("processman")
+    said = [(message, exc) for stream, message, exc in records if stream == "manager"]
+    failed = [(message, exc) for message, exc in said if "log sink _FailingSink" in message]
+    assert failed == [
+        (
+            f"log sink _FailingSink failed: {error}; its lines are lost until it works again",
+            traceback,
+        ),
+        ("log sink _FailingSink works again", False),
+    ]
+    assert healthy.lines() == [f"tick {i}" for i in range(40)]  # the other sink lost nothing
+    assert (
+        failing.lines() == healthy.lines()[-len(failing.lines()) :] and "tick 39" in failing.lines()
+    )
 
 
 async def test_loguru_records_and_the_console_format() -> None:

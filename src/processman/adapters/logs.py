@@ -6,6 +6,7 @@ line stays a list append or a string join, not a Python call per line per sink.
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 from collections import deque
@@ -13,6 +14,7 @@ from typing import IO, TYPE_CHECKING, Any, TextIO
 
 from loguru import logger
 
+from processman.domain.errors import ConfigError
 from processman.domain.ports import LogEntry
 
 if TYPE_CHECKING:
@@ -74,6 +76,17 @@ class _Ring:
         self.count = 0
 
 
+def _writable_directory(directory: str) -> None:
+    """Create ``directory`` if need be, and prove a file can be made in it."""
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise NotADirectoryError(errno.ENOTDIR, "it is not a directory")
+    os.makedirs(directory, exist_ok=True)
+    probe = os.path.join(directory, f".processman-probe-{os.getpid()}")
+    with open(probe, "w"):
+        pass
+    os.remove(probe)
+
+
 class FileSink:
     """``<dir>/<id>.log`` per process, each line prefixed with its time and stream.
 
@@ -88,10 +101,20 @@ class FileSink:
         self._files: dict[str, tuple[IO[str], int]] = {}
 
     @classmethod
-    def from_settings(cls, settings: LogSettings) -> FileSink | None:
-        """A sink for ``settings.dir``, or None when logs.dir is unset."""
+    def from_settings(cls, settings: LogSettings, source: str = "<config>") -> FileSink | None:
+        """A sink for ``settings.dir``, or None when logs.dir is unset.
+
+        Raises:
+            ConfigError: naming ``logs.dir`` of ``source``, when the directory cannot be
+                created or written: at start-up, not as a failure on every line.
+        """
         if not settings.dir:
             return None
+        try:
+            _writable_directory(settings.dir)
+        except OSError as exc:
+            reason = f"cannot write logs to {settings.dir}: {exc.strerror or exc}"
+            raise ConfigError(source, "logs.dir", reason) from None
         return cls(settings.dir, settings.rotation_bytes, settings.retention)
 
     def write(self, batch: LogBatch) -> None:

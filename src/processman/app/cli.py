@@ -209,6 +209,8 @@ def run(path: str | None, *, only: str | None = None, api: str | None = None) ->
     logger.enable("processman")
     try:
         anyio.run(_supervise, config, token, sock)
+    except ConfigError as exc:  # found at start-up, e.g. a logs.dir that cannot be written
+        return _fail(str(exc))
     finally:
         if handler is not None:
             logger.remove(handler)

@@ -81,5 +81,5 @@ class Container(containers.DeclarativeContainer):
     log_sinks = providers.Callable(
         _sinks,
         providers.Callable(_loguru_sink, loguru_records),
-        providers.Singleton(FileSink.from_settings, config.provided.logs),
+        providers.Singleton(FileSink.from_settings, config.provided.logs, config.provided.source),
     )

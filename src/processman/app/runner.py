@@ -82,6 +82,7 @@ class ProcessRunner:
         self._spawner = spawner
         self._clock = clock
         self._sinks = sinks
+        self._failing_sinks: set[int] = set()  # id() of the sinks whose last write failed
         self._tg = task_group
         self._environ = environ
         self._api_url = api_url
@@ -270,7 +271,25 @@ class ProcessRunner:
             try:
                 sink.write(batch)
             except Exception as exc:  # a broken sink must not stop the others or the child
-                self._log.opt(exception=exc).error("log sink {} failed", type(sink).__name__)
+                self._sink_failed(sink, exc)
+            else:
+                if self._failing_sinks and id(sink) in self._failing_sinks:
+                    self._failing_sinks.discard(id(sink))
+                    self._log.info("log sink {} works again", type(sink).__name__)
+
+    def _sink_failed(self, sink: LogSink, exc: Exception) -> None:
+        """Say so once, not on every batch (a full disk fails each of them)."""
+        if id(sink) in self._failing_sinks:
+            return
+        self._failing_sinks.add(id(sink))
+        # an OSError is the world (disk full, directory gone); anything else is a bug in
+        # the sink, worth its traceback once
+        log = self._log if isinstance(exc, OSError) else self._log.opt(exception=exc)
+        log.error(
+            "log sink {} failed: {}; its lines are lost until it works again",
+            type(sink).__name__,
+            exc,
+        )
 
     # --- helpers --------------------------------------------------------------------
 
