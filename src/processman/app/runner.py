@@ -282,7 +282,7 @@ class ProcessRunner:
         if id(sink) in self._failing_sinks:
             return
         self._failing_sinks.add(id(sink))
-        # an OSError is the world (disk full, directory gone); anything else is a bug in
+        # an OSError is the world (a full disk, permissions); anything else is a bug in
         # the sink, worth its traceback once
         log = self._log if isinstance(exc, OSError) else self._log.opt(exception=exc)
         log.error(
