@@ -149,6 +149,21 @@ async def test_a_failing_sink_is_reported_once_and_its_recovery_too(
     )
 
 
+def test_file_sink_makes_a_deleted_file_anew(tmp_path: Path) -> None:
+    import shutil
+    from datetime import UTC, datetime
+
+    from processman.domain.ports import LogBatch
+
+    logs = tmp_path / "logs"
+    sink = FileSink(str(logs), rotation_bytes=10**6, retention=1, check_interval=0.0)
+    sink.write(LogBatch("p", "stdout", 1, datetime.now(UTC), ["before"]))
+    shutil.rmtree(logs)  # the directory and the open file with it
+    sink.write(LogBatch("p", "stdout", 1, datetime.now(UTC), ["after"]))
+    sink.close()
+    assert [row.split(" | ")[1] for row in (logs / "p.log").read_text().splitlines()] == ["after"]
+
+
 async def test_loguru_records_and_the_console_format() -> None:
     records: list[dict[str, object]] = []
     console = io.StringIO()
