@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from processman import __version__
 from tests.conftest import TESTDATA, pid_alive
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
     from pathlib import Path
 
 
@@ -28,17 +29,25 @@ def processman(*args: str, cwd: Path | None = None) -> subprocess.CompletedProce
     )
 
 
-def start_run(
+@contextlib.contextmanager
+def running(
     config: Path, *options: str, preexec_fn: Callable[[], object] | None = None
-) -> subprocess.Popen[str]:
-    """``processman run`` as a real subprocess, its output captured (the caller stops it)."""
-    return subprocess.Popen(
+) -> Iterator[subprocess.Popen[str]]:
+    """``processman run`` as a real subprocess, its output captured; the test stops it,
+    and it is killed on the way out if the test did not get that far."""
+    proc = subprocess.Popen(
         [sys.executable, "-m", "processman", "run", str(config), *options],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         preexec_fn=preexec_fn,
     )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def write_config(tmp_path: Path, pid_file: Path) -> Path:
@@ -161,17 +170,12 @@ def test_run_refuses_a_logs_dir_it_cannot_write(tmp_path: Path) -> None:
 def test_run_until_signal_then_clean_exit(tmp_path: Path, sig: signal.Signals) -> None:
     pid_file = tmp_path / "pid"
     config = write_config(tmp_path, pid_file)
-    proc = start_run(config)
-    try:
+    with running(config) as proc:
         seen = _read_until(proc, "Hello from Python", "tree | grandchild ")
         grandchild = int(pid_file.read_text())
         proc.send_signal(sig)
         _, rest = proc.communicate(timeout=15)
         err = seen + rest
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert proc.returncode == 0, err
     assert not pid_alive(grandchild)
     assert "echo | Hello from Python" in err
@@ -201,15 +205,10 @@ def test_children_get_sigint_and_sigterm_back_however_run_was_started(tmp_path: 
         f"[[processes]]\nid = 'sig'\nrestart = 'never'\n"
         f"command = [{str(sys.executable)!r}, '-c', {SHOW_SIGNALS!r}]\n"
     )
-    proc = start_run(config, preexec_fn=_ignore_int_term_quit)
-    try:
+    with running(config, preexec_fn=_ignore_int_term_quit) as proc:
         seen = _read_until(proc, "sig | SIGINT ", "sig | SIGTERM ", "sig | SIGQUIT ")
         proc.send_signal(signal.SIGTERM)  # run handles it, though it was started ignoring it
         _, rest = proc.communicate(timeout=15)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert proc.returncode == 0, seen + rest
     # the two run handles reach its children as defaults; the rest stays as inherited
     for line in ("sig | SIGINT default", "sig | SIGTERM default", "sig | SIGQUIT ignored"):
@@ -218,15 +217,10 @@ def test_children_get_sigint_and_sigterm_back_however_run_was_started(tmp_path: 
 
 def test_run_only_one(tmp_path: Path) -> None:
     config = write_config(tmp_path, tmp_path / "pid")
-    proc = start_run(config, "--only", "echo")
-    try:
+    with running(config, "--only", "echo") as proc:
         _read_until(proc, "Hello from Python")
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=15)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert proc.returncode == 0
     assert not (tmp_path / "pid").exists()  # "tree" never started
 
@@ -238,19 +232,14 @@ def test_run_without_console_writes_only_the_files(tmp_path: Path) -> None:
     config.write_text(
         config.read_text() + f'\n[logs]\nconsole = false\ndir = "{tmp_path / "logs"}"\n'
     )
-    proc = start_run(config, "--only", "echo")
     log = tmp_path / "logs" / "echo.log"
-    try:
+    with running(config, "--only", "echo") as proc:
         deadline = time.monotonic() + 15
         while not (log.exists() and "Hello from Python" in log.read_text()):
             assert time.monotonic() < deadline and proc.poll() is None, "no line in the file"
             time.sleep(0.01)
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=15)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert proc.returncode == 0, err
     assert "Hello from Python" not in out + err
     assert " stdout | Hello from Python" in log.read_text()
