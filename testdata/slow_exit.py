@@ -1,4 +1,5 @@
-"""On SIGTERM, take 0.2 s to clean up, then exit 0 by itself (it exits while being stopped)."""
+"""On SIGTERM, say so, take 0.2 s to clean up, then exit 0 by itself (it exits while being
+stopped)."""
 
 import signal
 import sys
@@ -6,6 +7,7 @@ import time
 
 
 def on_term(signum: int, frame: object) -> None:
+    print("cleaning up", flush=True)
     time.sleep(0.2)
     sys.exit(0)
 

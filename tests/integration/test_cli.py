@@ -185,34 +185,70 @@ def test_run_until_signal_then_clean_exit(tmp_path: Path, sig: signal.Signals) -
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGQUIT])
+def test_a_hangup_or_quit_stops_every_process_as_sigterm_does(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    # without a handler run died at once, and its guardian SIGKILLed the children
+    config = tmp_path / "processman.toml"
+    config.write_text(
+        f"[[processes]]\nid = 'slow'\ncommand = [{sys.executable!r}, "
+        f"{str(TESTDATA / 'slow_exit.py')!r}]\n"
+    )
+    # (as from a terminal: pytest itself may run where the shell ignores SIGQUIT)
+    with running(config, preexec_fn=lambda: signal.signal(sig, signal.SIG_DFL)) as proc:
+        seen = _read_until(proc, "slow | ready")
+        child = int(seen.split("slow | running (pid ")[1].split(")")[0])
+        proc.send_signal(sig)
+        _, rest = proc.communicate(timeout=15)
+    assert proc.returncode == 0, seen + rest
+    assert f"{sig.name} received: stopping every process" in rest
+    assert "slow | cleaning up" in rest  # its stopSignal reached it
+    assert "slow | stopped" in rest and not pid_alive(child)
+
+
 SHOW_SIGNALS = (
-    "import signal\n"
-    "for s in (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT):\n"
+    "import signal, time\n"
+    "for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):\n"
     "    handler = signal.getsignal(s)\n"
     "    print(s.name, 'ignored' if handler is signal.SIG_IGN else 'default', flush=True)\n"
+    "time.sleep(60)\n"
 )
+IGNORED_BY_NOHUP_AND = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 
 
-def _ignore_int_term_quit() -> None:
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT):
+def _ignore_as_nohup_in_the_background() -> None:
+    for sig in IGNORED_BY_NOHUP_AND:
         signal.signal(sig, signal.SIG_IGN)
 
 
-def test_children_get_sigint_and_sigterm_back_however_run_was_started(tmp_path: Path) -> None:
-    # started as from `nohup ... &`: SIGINT, SIGTERM (and SIGQUIT) ignored on entry
+def test_children_get_default_signals_however_run_was_started(tmp_path: Path) -> None:
+    # started as by `nohup ... &` from a shell without job control: SIGHUP (nohup), SIGINT
+    # and SIGQUIT (the background job) ignored on entry, and SIGTERM too for good measure
     config = tmp_path / "processman.toml"
     config.write_text(
-        f"[[processes]]\nid = 'sig'\nrestart = 'never'\n"
-        f"command = [{str(sys.executable)!r}, '-c', {SHOW_SIGNALS!r}]\n"
+        f"[[processes]]\nid = 'sig'\ncommand = [{sys.executable!r}, '-c', {SHOW_SIGNALS!r}]\n"
     )
-    with running(config, preexec_fn=_ignore_int_term_quit) as proc:
-        seen = _read_until(proc, "sig | SIGINT ", "sig | SIGTERM ", "sig | SIGQUIT ")
-        proc.send_signal(signal.SIGTERM)  # run handles it, though it was started ignoring it
+    with running(config, preexec_fn=_ignore_as_nohup_in_the_background) as proc:
+        seen = _read_until(proc, *(f"sig | {s.name} " for s in IGNORED_BY_NOHUP_AND))
+        child = int(seen.split("sig | running (pid ")[1].split(")")[0])
+        # every signal run catches reaches its children as a default
+        for sig in IGNORED_BY_NOHUP_AND:
+            assert f"sig | {sig.name} default" in seen, seen
+        # run goes on ignoring the hangup and the quit it was started ignoring ...
+        proc.send_signal(signal.SIGHUP)
+        proc.send_signal(signal.SIGQUIT)
+        seen += _read_until(
+            proc,
+            "SIGHUP received: ignored, as when processman started",
+            "SIGQUIT received: ignored, as when processman started",
+        )
+        assert proc.poll() is None and pid_alive(child)
+        # ... but stops on SIGTERM, though it was started ignoring that too (SPEC §6)
+        proc.send_signal(signal.SIGTERM)
         _, rest = proc.communicate(timeout=15)
     assert proc.returncode == 0, seen + rest
-    # the two run handles reach its children as defaults; the rest stays as inherited
-    for line in ("sig | SIGINT default", "sig | SIGTERM default", "sig | SIGQUIT ignored"):
-        assert line in seen, seen
+    assert "SIGTERM received: stopping every process" in rest and not pid_alive(child)
 
 
 def test_run_only_one(tmp_path: Path) -> None:

@@ -66,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
         "run",
         help="supervise the processes of a config in the foreground",
         description="Start every autostart process and keep them alive until SIGINT or "
-        "SIGTERM, then stop them all. Exit 0 after a clean shutdown, 2 on a bad config.",
+        "SIGTERM (or SIGHUP or SIGQUIT, unless started ignoring them, as under nohup), then "
+        "stop them all. Exit 0 after a clean shutdown, 2 on a bad config.",
     )
     run.add_argument("config", nargs="?", metavar="CONFIG", help=_CONFIG_HELP)
     run.add_argument("--api", metavar="HOST:PORT", help="serve the HTTP control API here")
@@ -183,8 +184,15 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+# SPEC's two, then two that keep an ignore inherited from the shell (absent on Windows)
+_STOPPING = (signal.SIGINT, signal.SIGTERM)
+_ALSO_STOPPING = tuple(
+    getattr(signal, name) for name in ("SIGHUP", "SIGQUIT") if hasattr(signal, name)
+)
+
+
 def run(path: str | None, *, only: str | None = None, api: str | None = None) -> int:
-    """``processman run``: supervise until SIGINT/SIGTERM."""
+    """``processman run``: supervise until a signal to stop (SIGINT, SIGTERM, ...)."""
     try:
         config = _load(path, only, api)
     except ConfigError as exc:
@@ -231,9 +239,13 @@ def run_container(config: Config) -> Container:
 
 async def _supervise(config: Config, token: str | None, sock: socket.socket | None) -> None:
     log = logger.bind(process="processman", stream="manager")
-    # before the first spawn: children then start with SIGINT/SIGTERM at their defaults even
-    # when run was started ignoring them (nohup ... &); tested
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    # A hangup (the terminal closed) or a quit stops the processes as SIGTERM does: without a
+    # handler, run died at once and the guardian SIGKILLed every child. One that run was
+    # started ignoring (nohup, a background job) it goes on ignoring, but catches all the
+    # same, before the first spawn: children start with every signal run catches at its
+    # default, however run was started; tested.
+    ignored = {s for s in _ALSO_STOPPING if signal.getsignal(s) is signal.SIG_IGN}
+    with anyio.open_signal_receiver(*_STOPPING, *_ALSO_STOPPING) as signals:
         async with (
             ProcessManager(config, container=run_container(config)) as manager,
             anyio.create_task_group() as tg,
@@ -246,7 +258,11 @@ async def _supervise(config: Config, token: str | None, sock: socket.socket | No
                 await tg.start(server.serve, sock)
                 log.info("API on {}", config.api.base_url)
             async for received in signals:
-                log.info("{} received: stopping every process", signal.Signals(received).name)
+                name = signal.Signals(received).name
+                if received in ignored:
+                    log.info("{} received: ignored, as when processman started", name)
+                    continue
+                log.info("{} received: stopping every process", name)
                 break
             if server is not None:
                 server.stop()
