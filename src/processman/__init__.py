@@ -20,6 +20,7 @@ from processman.adapters.config import load_config
 from processman.domain.errors import (
     ConfigError,
     InterpreterNotFoundError,
+    NotRunningError,
     ProcessmanError,
     SpawnError,
     TemplateError,
@@ -48,6 +49,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "InterpreterNotFoundError",
+    "NotRunningError",
     "ProcessManager",
     "ProcessSpec",
     "ProcessStatus",

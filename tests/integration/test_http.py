@@ -193,6 +193,31 @@ async def test_bad_requests_never_500() -> None:
             assert isinstance(answer.json()["error"], str)
 
 
+async def test_a_manager_that_is_not_running_is_503_not_500() -> None:
+    manager = ProcessManager(make_config(script("echo", "echo.py")))
+    app = create_app(manager)  # mounted, say, without the manager in the app's lifespan
+    async with served(app) as url, httpx.AsyncClient(base_url=url, timeout=30) as client:
+        assert (await client.get("/api/health")).status_code == 200
+        for method, path in [
+            ("GET", "/api/processes"),
+            ("GET", "/api/processes/echo"),
+            ("POST", "/api/processes/echo/start"),
+            ("GET", "/api/processes/echo/logs"),
+            ("GET", "/api/processes/echo/logs/stream"),
+        ]:
+            answer = await client.request(method, path)
+            assert answer.status_code == 503, (method, path, answer.text)
+            assert "use it inside `async with`" in answer.json()["error"]
+        async with manager:
+            pid = manager.status("echo").pid
+        # once shut down: the last statuses are there, and nothing starts again
+        assert (await client.get("/api/processes/echo")).json()["status"] == "stopped"
+        answer = await client.post("/api/processes/echo/start")
+        assert answer.status_code == 503 and "has shut down" in answer.json()["error"]
+    assert pid is not None and not pid_alive(pid)
+    assert manager.status("echo").pid is None
+
+
 class EventReader:
     """Reads SSE records (comments included) from one streaming response."""
 

@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING
 import anyio
 import pytest
 
-from processman import ProcessManager, Status, UnknownProcessError
+from processman import NotRunningError, ProcessManager, Status, UnknownProcessError
 from processman.domain.errors import SpawnError
 from processman.domain.model import Config, ProcessSpec
-from tests.fakes import FakeClock, FakeSpawner, RecordingSink
+from tests.fakes import FakeClock, FakeProcess, FakeSpawner, RecordingSink
 
 if TYPE_CHECKING:
     from processman.domain.ports import SpawnRequest
@@ -179,3 +179,60 @@ async def test_autostart_false_stays_stopped() -> None:
     spawner, clock = FakeSpawner(), FakeClock()
     async with manager(config(autostart=False), spawner, clock) as m:
         assert m.status("p").status == "stopped" and not spawner.requests
+
+
+async def test_commands_need_a_running_manager_and_never_start_after_it() -> None:
+    spawner, clock = FakeSpawner(), FakeClock()
+    m = manager(config(), spawner, clock)
+    for query in (lambda: m.status("p"), m.list):
+        with pytest.raises(NotRunningError, match="use it inside `async with`"):
+            query()
+    with pytest.raises(NotRunningError, match="use it inside `async with`"):
+        await m.start("p")
+    assert isinstance(NotRunningError("x"), RuntimeError)
+    async with m:
+        pass
+    # what it ended with stays readable; nothing starts again (it spawned into a task
+    # group that was gone, and that child outlived the manager)
+    assert m.status("p").status == "stopped" and [s.status for s in m.list()] == ["stopped"]
+    assert (await m.stop("p")).status == "stopped"
+    for command in (m.start, m.restart):
+        with pytest.raises(NotRunningError, match="has shut down"):
+            await command("p")
+    assert len(spawner.requests) == 1 and not spawner.alive
+
+
+async def test_a_start_that_arrives_while_the_manager_shuts_down_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    spawner, clock = FakeSpawner(), FakeClock()
+    stopping, release = anyio.Event(), anyio.Event()
+    stop = FakeProcess.stop
+
+    async def slow_stop(self: FakeProcess, signal: str, grace: float) -> int | None:
+        stopping.set()
+        await release.wait()
+        return await stop(self, signal, grace)
+
+    monkeypatch.setattr(FakeProcess, "stop", slow_stop)
+    m = manager(config(), spawner, clock)
+    refused: list[NotRunningError] = []
+
+    async def start_during_shutdown() -> None:
+        await stopping.wait()
+        try:
+            await m.start("p")  # waits behind the shutdown's stop
+        except NotRunningError as exc:
+            refused.append(exc)
+
+    async def release_the_stop() -> None:
+        await stopping.wait()
+        await anyio.wait_all_tasks_blocked()  # the start is queued now
+        release.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(start_during_shutdown)
+        tg.start_soon(release_the_stop)
+        async with m:
+            pass
+    assert refused and len(spawner.requests) == 1 and not spawner.alive

@@ -22,7 +22,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from processman._version import __version__
-from processman.domain.errors import UnknownProcessError
+from processman.domain.errors import NotRunningError, UnknownProcessError
 from processman.domain.model import ProcessStatus
 from processman.domain.ports import LogEntry, ProcessControl
 
@@ -104,6 +104,8 @@ def create_app(
                 return await handler(request)
             except UnknownProcessError as exc:
                 return error(404, str(exc))
+            except NotRunningError as exc:  # mounted without its lifespan, or shutting down
+                return error(503, str(exc))
 
         return check
 
@@ -205,6 +207,7 @@ def openapi_document(*, secured: bool, ids: list[str] | None = None) -> dict[str
     fail = {
         "401": answer(err, "missing or wrong bearer token"),
         "404": answer(err, "unknown process id"),
+        "503": answer(err, "the manager is not running (not yet started, or shutting down)"),
     }
     process_id: dict[str, Any] = {
         "name": "id",
@@ -235,7 +238,11 @@ def openapi_document(*, secured: bool, ids: list[str] | None = None) -> dict[str
         "/api/processes": {
             "get": {
                 "summary": "Every process, in config order",
-                "responses": {"200": answer(statuses, "statuses"), "401": fail["401"]},
+                "responses": {
+                    "200": answer(statuses, "statuses"),
+                    "401": fail["401"],
+                    "503": fail["503"],
+                },
             }
         },
         "/api/processes/{id}": {

@@ -12,7 +12,7 @@ from dependency_injector import providers
 from processman.app.broadcast import LogHub, Subscription
 from processman.app.container import Container
 from processman.app.runner import ProcessRunner
-from processman.domain.errors import UnknownProcessError
+from processman.domain.errors import NotRunningError, UnknownProcessError
 from processman.domain.model import Config, ProcessStatus, Status
 
 if TYPE_CHECKING:
@@ -125,7 +125,7 @@ class ProcessManager:
 
     async def _shutdown(self) -> None:
         with anyio.CancelScope(shield=True):
-            await _each(self._runners.values(), ProcessRunner.stop)
+            await _each(self._runners.values(), ProcessRunner.close)
             # The readers end at EOF once the trees are gone: let them finish the pipes.
             with anyio.move_on_after(DRAIN_GRACE):
                 for runner in self._runners.values():
@@ -145,6 +145,7 @@ class ProcessManager:
 
     def list(self) -> builtins.list[ProcessStatus]:
         """The status of every process, in config order."""
+        self._require_entered()
         return [runner.status() for runner in self._runners.values()]
 
     def logs(self, process_id: str, tail: int = 100) -> builtins.list[LogEntry]:
@@ -183,12 +184,16 @@ class ProcessManager:
         return await self._runner(process_id).restart()
 
     def _runner(self, process_id: str) -> ProcessRunner:
-        if self._stack is None and not self._runners:
-            raise RuntimeError("use the ProcessManager inside `async with`")
+        self._require_entered()
         try:
             return self._runners[process_id]
         except KeyError:
             raise UnknownProcessError(process_id) from None
+
+    def _require_entered(self) -> None:
+        # once left, the statuses stay readable; a start is refused by its runner
+        if self._stack is None and not self._runners:
+            raise NotRunningError("the ProcessManager is not running: use it inside `async with`")
 
 
 async def _each(

@@ -16,7 +16,7 @@ import anyio
 from loguru import logger
 
 from processman.domain.environment import child_environment
-from processman.domain.errors import SpawnError, WatchError
+from processman.domain.errors import NotRunningError, SpawnError, WatchError
 from processman.domain.interpreter import resolve_argv
 from processman.domain.lines import LineSplitter
 from processman.domain.model import ProcessSpec, ProcessStatus, Status
@@ -92,6 +92,7 @@ class ProcessRunner:
         self._reloading = False
         self._state = State()
         self._lock = anyio.Lock()
+        self._closed = False
         self._handle: ProcessHandle | None = None
         self._retry_scope: anyio.CancelScope | None = None
         self._changed = anyio.Event()
@@ -127,6 +128,7 @@ class ProcessRunner:
     async def start(self) -> ProcessStatus:
         """Start it (no-op when running); return once spawned or failed."""
         async with self._lock:
+            self._refuse_if_closed()
             await self._apply(Start())
             return self.status()
 
@@ -139,9 +141,21 @@ class ProcessRunner:
     async def restart(self) -> ProcessStatus:
         """Stop (if running) and start with k reset; return once the new instance is spawned."""
         async with self._lock:
+            self._refuse_if_closed()
             await self._apply(Stop())
             await self._apply(Start())
             return self.status()
+
+    async def close(self) -> ProcessStatus:
+        """Stop it for good: a start or restart after this (or queued behind it) raises."""
+        async with self._lock:
+            self._closed = True
+            await self._apply(Stop())
+            return self.status()
+
+    def _refuse_if_closed(self) -> None:
+        if self._closed:
+            raise NotRunningError("the ProcessManager has shut down: nothing more is started")
 
     def start_watching(self) -> None:
         """In development mode, reload on file changes (until the task group ends)."""

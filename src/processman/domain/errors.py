@@ -6,6 +6,7 @@
     ├── ConfigError                  a config file is missing, malformed or invalid
     ├── TemplateError                a ``${NAME}`` could not be expanded
     ├── UnknownProcessError          (also a KeyError) no process has that id
+    ├── NotRunningError              (also a RuntimeError) the manager is not running
     ├── WatchError                   development mode cannot watch a path
     ├── SpawnError                   a process could not be started
     │   └── InterpreterNotFoundError no interpreter candidate exists
@@ -68,6 +69,11 @@ class UnknownProcessError(ProcessmanError, KeyError):
 
     def __str__(self) -> str:
         return f"unknown process id {self.process_id!r}"
+
+
+class NotRunningError(ProcessmanError, RuntimeError):
+    """A command reached a ``ProcessManager`` that is not running: not yet entered, or
+    shutting down or shut down (a start then would leave a child nobody stops)."""
 
 
 class WatchError(ProcessmanError):
