@@ -128,6 +128,24 @@ async def test_spawning_from_the_leaf_puts_the_tree_there_and_the_manager_back(
 
 
 @needs_cgroups
+async def test_two_managers_in_one_process_each_have_their_own_tree(tmp_path: Path) -> None:
+    # they shared processman-<pid>: the second one's children joined no cgroup at all, and
+    # leaving it SIGKILLed the first one's processes
+    first = ProcessManager(config(script("w", "long_running.py", "60")))
+    second = ProcessManager(config(script("w", "long_running.py", "60")))
+    async with first:
+        survivor = first.status("w").pid or 0
+        async with second:
+            other = second.status("w").pid or 0
+            trees = {os.path.dirname(own_cgroup(pid)) for pid in (survivor, other)}
+            assert len(trees) == 2, trees
+            assert all(f"/processman-{os.getpid()}" in tree for tree in trees)
+        assert not pid_alive(other)
+        assert first.status("w").status == "running" and pid_alive(survivor)
+    assert not pid_alive(survivor)
+
+
+@needs_cgroups
 async def test_spawning_from_the_leaf_falls_back_when_the_manager_may_not_move(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -94,7 +94,8 @@ def cgroup2_base() -> str | None:
 
 
 class CgroupTree:
-    """``processman-<pid>`` under the manager's cgroup, its leaves, and its guardian."""
+    """``processman-<pid>`` (``-2``, ... for more managers in one process) under the
+    manager's cgroup, its leaves, and its guardian."""
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -109,13 +110,18 @@ class CgroupTree:
         base = cgroup2_base()
         if base is None:
             return None
-        path = os.path.join(base, f"processman-{os.getpid()}")
-        try:
-            os.mkdir(path)
-        except FileExistsError:
-            pass
-        except OSError:
-            return None
+        # One tree per spawner: a second manager in this process gets processman-<pid>-2
+        # (sharing the first's, closing it killed the first's processes).
+        stem = os.path.join(base, f"processman-{os.getpid()}")
+        for n in itertools.count(1):
+            path = stem if n == 1 else f"{stem}-{n}"
+            try:
+                os.mkdir(path)
+                break
+            except FileExistsError:
+                continue
+            except OSError:
+                return None
         if not os.path.exists(os.path.join(path, "cgroup.kill")):  # kernels before 5.14
             os.rmdir(path)
             return None
