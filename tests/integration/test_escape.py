@@ -10,6 +10,7 @@ import time
 from typing import TYPE_CHECKING
 
 import anyio
+import psutil
 import pytest
 
 from processman import ProcessManager, Status
@@ -143,6 +144,31 @@ async def test_two_managers_in_one_process_each_have_their_own_tree(tmp_path: Pa
         assert not pid_alive(other)
         assert first.status("w").status == "running" and pid_alive(survivor)
     assert not pid_alive(survivor)
+
+
+@needs_linux
+@pytest.mark.parametrize("delay", [0.002, 0.02, 0.2])
+async def test_leaving_by_cancellation_ends_every_tree_and_the_guardian_before_returning(
+    delay: float,
+) -> None:
+    # the spawner's close was not shielded: a cancelled block returned with its guardian
+    # still running and the cgroup tree still there (the guardian ended them up to 2 s later)
+    before = set(psutil.Process().children(recursive=True))
+    with anyio.move_on_after(delay) as scope:
+        async with ProcessManager(
+            config(*(script(f"p{i}", "long_running.py", "60") for i in range(5)))
+        ):
+            await anyio.sleep(60)
+    assert scope.cancelled_caught
+    left = [
+        p
+        for p in set(psutil.Process().children(recursive=True)) - before
+        if p.status() != psutil.STATUS_ZOMBIE
+    ]
+    assert not left, [p.cmdline() for p in left]
+    base = cgroup2_base()
+    if base is not None and os.path.isdir(base):
+        assert not [d for d in os.listdir(base) if d.startswith(f"processman-{os.getpid()}")]
 
 
 @needs_cgroups

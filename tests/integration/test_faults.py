@@ -7,6 +7,7 @@ import shutil
 import sys
 from typing import TYPE_CHECKING
 
+import anyio
 import pytest
 
 from processman import ProcessManager, Status
@@ -54,6 +55,21 @@ async def test_a_child_that_exits_while_being_stopped() -> None:
         await wait_until(lambda: "ready" in lines(m, "slow"))
         status = await m.stop("slow")
         assert status.status == "stopped" and status.exit_code == 0 and status.restart_count == 0
+
+
+async def test_leaving_by_cancellation_still_reads_what_the_children_say_as_they_stop() -> None:
+    # e.g. a sibling task failed in the host's task group: its cancellation used to end
+    # the pipe readers first, so a child's last lines were lost (and the exit waited out
+    # the drain grace)
+    m = ProcessManager(config(script("slow", "slow_exit.py")))
+    with anyio.CancelScope() as scope:
+        async with m:
+            await wait_until(lambda: "ready" in lines(m, "slow"))
+            pid = m.status("slow").pid
+            scope.cancel()
+            await anyio.sleep(60)
+    assert lines(m, "slow") == ["ready", "cleaning up"]
+    assert m.status("slow").status == "stopped" and pid is not None and not pid_alive(pid)
 
 
 async def test_stop_in_backoff_and_restart_of_crashed() -> None:

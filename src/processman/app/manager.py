@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
     from types import TracebackType
 
+    from anyio.abc import TaskGroup
+
     from processman.domain.ports import (
         Clock,
         FileWatcher,
@@ -84,9 +86,9 @@ class ProcessManager:
         try:
             aclose = getattr(self._spawner, "aclose", None)
             if aclose is not None:  # e.g. the Linux spawner's cgroups and guardian
-                stack.push_async_callback(aclose)
+                stack.push_async_callback(_shielded, aclose)
             tg = await stack.enter_async_context(anyio.create_task_group())
-            stack.callback(tg.cancel_scope.cancel)  # lingering pipe readers, last of all
+            stack.callback(self._end_lingering_tasks, tg)  # last of all
             stack.push_async_callback(self._shutdown)
             api_url = self.config.api.base_url
             ignore_dirs = (self.config.logs.dir,) if self.config.logs.dir else ()
@@ -132,6 +134,12 @@ class ProcessManager:
                     await runner.wait_drained()
             for sink in self._sinks:
                 sink.close()
+
+    def _end_lingering_tasks(self, tg: TaskGroup) -> None:
+        """Pipe readers (shielded: see ``ProcessRunner._pump``), retry timers, watchers."""
+        for runner in self._runners.values():
+            runner.cancel_readers()
+        tg.cancel_scope.cancel()
 
     # --- queries --------------------------------------------------------------------
 
@@ -194,6 +202,12 @@ class ProcessManager:
         # once left, the statuses stay readable; a start is refused by its runner
         if self._stack is None and not self._runners:
             raise NotRunningError("the ProcessManager is not running: use it inside `async with`")
+
+
+async def _shielded(close: Callable[[], Awaitable[object]]) -> None:
+    """Finish ``close`` even when the ``async with`` block is left by a cancellation."""
+    with anyio.CancelScope(shield=True):
+        await close()
 
 
 async def _each(

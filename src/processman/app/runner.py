@@ -97,6 +97,7 @@ class ProcessRunner:
         self._retry_scope: anyio.CancelScope | None = None
         self._changed = anyio.Event()
         self._open_streams = 0
+        self._readers: set[anyio.CancelScope] = set()
         self._drained = anyio.Event()
         self._drained.set()
         self._argv = self._preview_argv()
@@ -263,7 +264,20 @@ class ProcessRunner:
             self._reloading = False
 
     async def _pump(self, pid: int, stream: StreamName, source: AsyncIterable[bytes]) -> None:
-        """Read one stream to its end, handing lines to the sinks in batches."""
+        """Read one stream to its end, handing lines to the sinks in batches.
+
+        Shielded: when the manager's block is left by a cancellation (Ctrl-C in the host
+        program), what the children say while they are stopped is still read; the manager
+        ends lingering readers itself (``cancel_readers``).
+        """
+        with anyio.CancelScope(shield=True) as scope:
+            self._readers.add(scope)
+            try:
+                await self._read(pid, stream, source)
+            finally:
+                self._readers.discard(scope)
+
+    async def _read(self, pid: int, stream: StreamName, source: AsyncIterable[bytes]) -> None:
         splitter = LineSplitter()
         try:
             async for chunk in source:
@@ -278,6 +292,11 @@ class ProcessRunner:
         self._open_streams -= 1
         if self._open_streams == 0:
             self._drained.set()
+
+    def cancel_readers(self) -> None:
+        """End the output readers still running (the manager's last step)."""
+        for scope in self._readers:
+            scope.cancel()
 
     def _emit(self, pid: int, stream: StreamName, lines: list[str]) -> None:
         batch = LogBatch(self.spec.id, stream, pid, self._clock.utcnow(), lines)
