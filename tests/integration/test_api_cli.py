@@ -233,6 +233,82 @@ def test_logs_follow_until_ctrl_c(supervisor: Supervisor) -> None:
         assert "Traceback" not in follower.stderr.read()  # type: ignore[union-attr]
 
 
+class Follower:
+    """``logs ID -n 0 -f``, its stdout read line by line from a thread."""
+
+    def __init__(self, supervisor: Supervisor, process_id: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "processman", "logs", process_id, "-n", "0", "-f"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PROCESSMAN_API": supervisor.url},
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        self._reader = threading.Thread(
+            target=lambda: [self.lines.put(line) for line in self.proc.stdout],  # type: ignore[union-attr]
+            daemon=True,
+        )
+        self._reader.start()
+        # the stream has no backlog: restart until a new instance's line arrives live
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            assert supervisor.cli("restart", process_id).returncode == 0
+            try:
+                self.lines.get(timeout=1)
+                return
+            except queue.Empty:
+                pass
+        self.proc.kill()
+        raise AssertionError("the follower never got a live line")
+
+    def finish(self) -> tuple[list[str], str]:
+        """Wait for it to end by itself: the lines it printed since, and its stderr."""
+        try:
+            self.proc.wait(timeout=15)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+        self._reader.join(timeout=5)
+        said = []
+        while not self.lines.empty():
+            said.append(self.lines.get())
+        with self.proc.stdout, self.proc.stderr:  # type: ignore[union-attr]
+            return said, self.proc.stderr.read()  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("ending", ["shut down", "killed"])
+def test_logs_follow_ends_with_processman(tmp_path: Path, ending: str) -> None:
+    # the server used to stop first: uvicorn cancelled the open stream after 1 s and run
+    # printed its traceback, and the follower missed the children's last lines
+    config = tmp_path / "processman.toml"
+    config.write_text(
+        f"[[processes]]\nid = 'slow'\n"
+        f"command = [{sys.executable!r}, {str(TESTDATA / 'slow_exit.py')!r}]\n"
+    )
+    supervisor = Supervisor(config, env={"PROCESSMAN_TOKEN": ""})
+    try:
+        follower = Follower(supervisor, "slow")
+        if ending == "shut down":
+            err = supervisor.shutdown()
+            assert "Traceback" not in err and "slow | cleaning up" in err
+        else:
+            supervisor.proc.kill()
+        said, follower_err = follower.finish()
+    finally:
+        if supervisor.proc.poll() is None:
+            supervisor.proc.kill()
+        supervisor.proc.communicate()
+    if ending == "shut down":  # the child's last words, then the end
+        assert said[-1:] == ["cleaning up\n"], said
+        assert follower.proc.returncode == 0
+        assert follower_err == "[processman: processman shut down]\n"
+    else:
+        assert follower.proc.returncode == 3
+        assert follower_err == f"processman: {supervisor.url}: the log stream broke off\n"
+
+
 def test_token_from_the_environment(tmp_path: Path) -> None:
     running = Supervisor(write_config(tmp_path), env={"PROCESSMAN_TOKEN": "t0ken"})
     try:

@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import anyio.abc
 import httpx
 import pytest
 from starlette.applications import Starlette
@@ -216,6 +217,31 @@ async def test_a_manager_that_is_not_running_is_503_not_500() -> None:
         assert answer.status_code == 503 and "has shut down" in answer.json()["error"]
     assert pid is not None and not pid_alive(pid)
     assert manager.status("echo").pid is None
+
+
+async def test_a_log_stream_gets_the_last_lines_then_ends_when_the_manager_shuts_down() -> None:
+    manager = ProcessManager(make_config(script("slow", "slow_exit.py")))
+    body = ""
+    async with served(create_app(manager)) as url, httpx.AsyncClient(base_url=url) as client:
+
+        async def follow(*, task_status: anyio.abc.TaskStatus[None]) -> None:
+            nonlocal body
+            path = "/api/processes/slow/logs/stream"
+            async with client.stream("GET", path, timeout=30) as response:
+                async for text in response.aiter_text():
+                    if not body:
+                        task_status.started()  # subscribed: ": connected" came
+                    body += text
+
+        async with anyio.create_task_group() as tg:
+            async with manager:
+                await wait_until(lambda: [e.line for e in manager.logs("slow")] == ["ready"])
+                await tg.start(follow)
+            # the block is left: the stream got what the child said while it stopped
+        answer = await client.get("/api/processes/slow/logs/stream")
+        assert answer.status_code == 503 and "has shut down" in answer.json()["error"]
+    assert '"line":"cleaning up"' in body
+    assert body.endswith('event: end\ndata: {"reason":"processman shut down"}\n\n'), body
 
 
 class EventReader:

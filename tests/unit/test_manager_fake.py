@@ -6,6 +6,7 @@ import random
 from typing import TYPE_CHECKING
 
 import anyio
+import anyio.abc
 import pytest
 
 from processman import NotRunningError, ProcessManager, Status, UnknownProcessError
@@ -236,3 +237,32 @@ async def test_a_start_that_arrives_while_the_manager_shuts_down_is_refused(
         async with m:
             pass
     assert refused and len(spawner.requests) == 1 and not spawner.alive
+
+
+async def test_a_subscription_ends_after_the_last_lines_when_the_manager_shuts_down() -> None:
+    spawner, clock = FakeSpawner(), FakeClock()
+    m = manager(config(), spawner, clock)
+    got: list[str] = []
+    ended = anyio.Event()
+
+    async def read(*, task_status: anyio.abc.TaskStatus[None]) -> None:
+        with m.subscribe("p") as subscription:
+            task_status.started()
+            try:
+                while True:
+                    entries, _ = await subscription.receive()
+                    got.extend(e.line for e in entries)
+            except anyio.EndOfStream:
+                ended.set()
+
+    with anyio.fail_after(5):  # (the reader used to wait forever)
+        async with anyio.create_task_group() as tg, m:
+            await tg.start(read)
+            spawner.last.stdout.write(b"one\n")
+            await anyio.wait_all_tasks_blocked()
+            spawner.last.stdout.write(b"two\n")  # read while the manager shuts down
+    assert got == ["one", "two"] and ended.is_set()
+    with pytest.raises(NotRunningError, match="no more lines will come"):
+        m.subscribe("p")
+    with pytest.raises(UnknownProcessError):
+        m.subscribe("nope")

@@ -28,8 +28,11 @@ from processman.domain.ports import LogEntry, ProcessControl
 
 if TYPE_CHECKING:
     import socket
+    from contextlib import AbstractContextManager
 
     from anyio.abc import TaskStatus
+
+    from processman.domain.ports import LogSubscription
 
 #: Seconds between ``: keep-alive`` comments on an idle log stream.
 KEEPALIVE_SECONDS = 15.0
@@ -137,10 +140,9 @@ def create_app(
         return json_response(manager.logs(process_id, tail))
 
     async def stream(request: Request) -> Response:
-        process_id = request.path_params["id"]
-        manager.status(process_id)
+        subscription = manager.subscribe(request.path_params["id"])  # 404 or 503 here
         return StreamingResponse(
-            _events(manager, process_id, keepalive),
+            _events(subscription, keepalive),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
@@ -174,16 +176,21 @@ def create_app(
 
 
 async def _events(
-    manager: ProcessControl, process_id: str, keepalive: float
+    subscribing: AbstractContextManager[LogSubscription], keepalive: float
 ) -> AsyncIterator[bytes]:
-    """The SSE body: a ``data:`` record per line, ``event: gap`` when lines were dropped."""
-    with manager.subscribe(process_id) as subscription:
+    """The SSE body: a ``data:`` record per line, ``event: gap`` when lines were dropped,
+    ``event: end`` when the manager has shut down."""
+    with subscribing as subscription:
         yield b": connected\n\n"
         while True:
             entries: list[LogEntry] = []
             dropped = 0
             with anyio.move_on_after(keepalive):
-                entries, dropped = await subscription.receive()
+                try:
+                    entries, dropped = await subscription.receive()
+                except anyio.EndOfStream:  # the manager shut down; its last lines are sent
+                    yield b'event: end\ndata: {"reason":"processman shut down"}\n\n'
+                    return
             if not entries and not dropped:
                 yield b": keep-alive\n\n"
                 continue
@@ -280,7 +287,8 @@ def openapi_document(*, secured: bool, ids: list[str] | None = None) -> dict[str
                 "parameters": [process_id],
                 "responses": {
                     "200": {
-                        "description": "an endless event stream; `event: gap` carries a Gap",
+                        "description": "an event stream until processman shuts down "
+                        "(`event: end`); `event: gap` carries a Gap",
                         "content": {"text/event-stream": {"schema": {"type": "string"}}},
                     },
                     **fail,

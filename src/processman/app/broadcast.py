@@ -32,6 +32,7 @@ class Subscription:
         self._entries: deque[LogEntry] = deque()
         self._dropped = 0
         self._ready = anyio.Event()
+        self._closed = False
 
     def push(self, batch: LogBatch) -> None:
         """Queue a batch (called by the hub, on the event loop; never waits)."""
@@ -45,9 +46,20 @@ class Subscription:
         self._entries.extend(LogEntry(batch.time, batch.stream, line) for line in lines)
         self._ready.set()
 
+    def close(self) -> None:
+        """No more lines will come: ``receive`` returns what is queued, then ends."""
+        self._closed = True
+        self._ready.set()
+
     async def receive(self) -> tuple[list[LogEntry], int]:
-        """Wait for lines; return them and how many were dropped right after them."""
+        """Wait for lines; return them and how many were dropped right after them.
+
+        Raises:
+            anyio.EndOfStream: the manager has shut down and every line was received.
+        """
         while not self._entries and not self._dropped:
+            if self._closed:
+                raise anyio.EndOfStream
             self._ready = anyio.Event()
             await self._ready.wait()
         entries = list(self._entries)
@@ -69,7 +81,10 @@ class LogHub:
             subscription.push(batch)
 
     def close(self) -> None:
-        """Nothing to release: subscribers end with their requests."""
+        """The manager has shut down: end every subscription once it has its last lines."""
+        for subscriptions in self._subscribers.values():
+            for subscription in subscriptions:
+                subscription.close()
 
     @contextmanager
     def subscribe(self, process_id: str) -> Iterator[Subscription]:

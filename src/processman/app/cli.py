@@ -246,24 +246,25 @@ async def _supervise(config: Config, token: str | None, sock: socket.socket | No
     # default, however run was started; tested.
     ignored = {s for s in _ALSO_STOPPING if signal.getsignal(s) is signal.SIG_IGN}
     with anyio.open_signal_receiver(*_STOPPING, *_ALSO_STOPPING) as signals:
-        async with (
-            ProcessManager(config, container=run_container(config)) as manager,
-            anyio.create_task_group() as tg,
-        ):
-            server = None
-            if sock is not None:
-                from processman.adapters.http import ApiServer, create_app  # API users only
+        manager = ProcessManager(config, container=run_container(config))
+        server = None
+        async with anyio.create_task_group() as tg:
+            async with manager:
+                if sock is not None:
+                    from processman.adapters.http import ApiServer, create_app  # API users only
 
-                server = ApiServer(create_app(manager, token=token))
-                await tg.start(server.serve, sock)
-                log.info("API on {}", config.api.base_url)
-            async for received in signals:
-                name = signal.Signals(received).name
-                if received in ignored:
-                    log.info("{} received: ignored, as when processman started", name)
-                    continue
-                log.info("{} received: stopping every process", name)
-                break
+                    server = ApiServer(create_app(manager, token=token))
+                    await tg.start(server.serve, sock)
+                    log.info("API on {}", config.api.base_url)
+                async for received in signals:
+                    name = signal.Signals(received).name
+                    if received in ignored:
+                        log.info("{} received: ignored, as when processman started", name)
+                        continue
+                    log.info("{} received: stopping every process", name)
+                    break
+            # The API served the shutdown: statuses answered, commands refused (503), and
+            # each log stream got its process's last lines, then ended. Nothing is open now.
             if server is not None:
                 server.stop()
 
@@ -348,11 +349,15 @@ def _logs(client: ApiClient, process_id: str, count: int, follow: bool) -> int:
             record = json.loads(data)
             if event == "gap":
                 print(f"[processman: {record['dropped']} lines dropped]", file=sys.stderr)
+            elif event == "end":
+                print(f"[processman: {record['reason']}]", file=sys.stderr)
+                return EXIT_OK
             else:
                 _print_line(record)
     except KeyboardInterrupt:
         return EXIT_OK
-    return EXIT_OK
+    # no `end`: the connection was cut (processman killed, a network fault)
+    return _fail(f"{client.base_url}: the log stream broke off", EXIT_UNREACHABLE)
 
 
 def _print_line(entry: dict[str, Any]) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from contextlib import AsyncExitStack, contextmanager
+from contextlib import AbstractContextManager, AsyncExitStack
 from typing import TYPE_CHECKING
 
 import anyio
@@ -17,7 +17,7 @@ from processman.domain.model import Config, ProcessStatus, Status
 
 if TYPE_CHECKING:
     import builtins
-    from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+    from collections.abc import Awaitable, Callable, Iterable, Sequence
     from types import TracebackType
 
     from anyio.abc import TaskGroup
@@ -161,16 +161,23 @@ class ProcessManager:
         self._runner(process_id)
         return self.ring_buffer.tail(process_id, tail)
 
-    @contextmanager
-    def subscribe(self, process_id: str) -> Iterator[Subscription]:
+    def subscribe(self, process_id: str) -> AbstractContextManager[Subscription]:
         """Live lines of a process (across restarts) while the ``with`` block runs.
 
         ``await subscription.receive()`` returns ``(entries, dropped)``: a reader that
-        falls behind loses lines (counted in ``dropped``) instead of slowing anyone.
+        falls behind loses lines (counted in ``dropped``) instead of slowing anyone. Once
+        the manager has shut down and the last lines are received, it raises
+        ``anyio.EndOfStream``. The checks are made by this call, the subscription starts
+        with the block.
+
+        Raises:
+            UnknownProcessError: no process has this id.
+            NotRunningError: the manager is not running (no line would ever come).
         """
         self._runner(process_id)
-        with self._hub.subscribe(process_id) as subscription:
-            yield subscription
+        if self._stack is None:
+            raise NotRunningError("the ProcessManager has shut down: no more lines will come")
+        return self._hub.subscribe(process_id)
 
     async def wait_for_status(self, process_id: str, *statuses: Status | str) -> ProcessStatus:
         """Wait until the process is in one of ``statuses``; wrap in ``anyio.fail_after``."""

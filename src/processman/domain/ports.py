@@ -118,7 +118,8 @@ class LogSubscription(Protocol):
     """Live lines of one process, from the moment of subscription."""
 
     async def receive(self) -> tuple[list[LogEntry], int]:
-        """Wait for lines; return them and how many were dropped right after them."""
+        """Wait for lines; return them and how many were dropped right after them; raise
+        ``anyio.EndOfStream`` once the manager has shut down and the last were received."""
         ...
 
 
@@ -156,7 +157,8 @@ class ProcessControl(Protocol):
         ...
 
     def subscribe(self, process_id: str) -> AbstractContextManager[LogSubscription]:
-        """Live lines of a process while the block runs; raises UnknownProcessError."""
+        """Live lines of a process while the block runs; raises UnknownProcessError, and
+        NotRunningError once the manager has shut down."""
         ...
 
 
