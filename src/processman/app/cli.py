@@ -239,11 +239,11 @@ def run_container(config: Config) -> Container:
 
 async def _supervise(config: Config, token: str | None, sock: socket.socket | None) -> None:
     log = logger.bind(process="processman", stream="manager")
-    # A hangup (the terminal closed) or a quit stops the processes as SIGTERM does: without a
-    # handler, run died at once and the guardian SIGKILLed every child. One that run was
-    # started ignoring (nohup, a background job) it goes on ignoring, but catches all the
-    # same, before the first spawn: children start with every signal run catches at its
-    # default, however run was started; tested.
+    # SIGHUP (the terminal closed) and SIGQUIT stop the processes as SIGTERM does: without a
+    # handler run died at once, and the guardian SIGKILLed every child. One of them that run
+    # was started ignoring (nohup, a background job) stays ignored. All four are caught
+    # before the first spawn, so children start with them at their defaults, however run
+    # was started; tested.
     ignored = {s for s in _ALSO_STOPPING if signal.getsignal(s) is signal.SIG_IGN}
     with anyio.open_signal_receiver(*_STOPPING, *_ALSO_STOPPING) as signals:
         manager = ProcessManager(config, container=run_container(config))

@@ -266,9 +266,9 @@ class ProcessRunner:
     async def _pump(self, pid: int, stream: StreamName, source: AsyncIterable[bytes]) -> None:
         """Read one stream to its end, handing lines to the sinks in batches.
 
-        Shielded: when the manager's block is left by a cancellation (Ctrl-C in the host
-        program), what the children say while they are stopped is still read; the manager
-        ends lingering readers itself (``cancel_readers``).
+        Shielded: when the manager's block is left by a cancellation (a timeout of the
+        host's, its task group cancelled), what the children say while they are stopped is
+        still read; the manager ends lingering readers itself (``cancel_readers``).
         """
         with anyio.CancelScope(shield=True) as scope:
             self._readers.add(scope)
@@ -295,7 +295,7 @@ class ProcessRunner:
 
     def cancel_readers(self) -> None:
         """End the output readers still running (the manager's last step)."""
-        for scope in self._readers:
+        for scope in list(self._readers):
             scope.cancel()
 
     def _emit(self, pid: int, stream: StreamName, lines: list[str]) -> None:
