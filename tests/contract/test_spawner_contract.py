@@ -93,6 +93,26 @@ async def test_sigkill_after_the_grace(spawner: Spawner) -> None:
     await read_all(handle)
 
 
+async def test_a_second_stop_with_sigkill_cuts_a_grace_short(spawner: Spawner) -> None:
+    # processman run's second Ctrl-C: stop("SIGKILL", 0) beside a stop waiting out its grace
+    handle = await spawner.spawn(python(str(TESTDATA / "ignore_sigterm.py")))
+    async for _ in handle.stdout:  # "ignoring SIGTERM": the handler is installed
+        break
+    codes: list[int | None] = []
+
+    async def stop(signal: str, grace: float) -> None:
+        codes.append(await handle.stop(signal, grace))
+
+    with anyio.fail_after(30):  # not the 60 s grace
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(stop, "SIGTERM", 60.0)
+            await anyio.wait_all_tasks_blocked()  # it has signalled and waits
+            tg.start_soon(stop, "SIGKILL", 0.0)
+    assert codes == [-9, -9]
+    assert not pid_alive(handle.pid)
+    await read_all(handle)
+
+
 @pytest.mark.parametrize(
     ("argv", "cwd", "message"),
     [

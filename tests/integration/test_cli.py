@@ -207,6 +207,24 @@ def test_a_hangup_or_quit_stops_every_process_as_sigterm_does(
     assert "slow | stopped" in rest and not pid_alive(child)
 
 
+def test_a_second_signal_kills_what_waits_out_its_stop_timeout(tmp_path: Path) -> None:
+    config = tmp_path / "processman.toml"
+    config.write_text(
+        f"[[processes]]\nid = 'stubborn'\nstopTimeout = '60s'\n"
+        f"command = [{sys.executable!r}, {str(TESTDATA / 'ignore_sigterm.py')!r}]\n"
+    )
+    with running(config) as proc:
+        seen = _read_until(proc, "stubborn | ignoring SIGTERM")
+        child = int(seen.split("stubborn | running (pid ")[1].split(")")[0])
+        proc.send_signal(signal.SIGINT)
+        _read_until(proc, "SIGINT received: stopping every process (again to kill them)")
+        proc.send_signal(signal.SIGINT)
+        _, rest = proc.communicate(timeout=15)  # not the 60 s of its stopTimeout
+    assert proc.returncode == 0, rest
+    assert "SIGINT received again: killing every process now" in rest
+    assert "stubborn | stopped" in rest and not pid_alive(child)
+
+
 SHOW_SIGNALS = (
     "import signal, time\n"
     "for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):\n"

@@ -40,7 +40,9 @@ from processman.domain.interpreter import resolve_argv
 from processman.domain.model import Config
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import AsyncIterator, Sequence
+
+    from loguru import Logger
 
 EXIT_OK = 0
 EXIT_REFUSED = 1
@@ -249,24 +251,41 @@ async def _supervise(config: Config, token: str | None, sock: socket.socket | No
         manager = ProcessManager(config, container=run_container(config))
         server = None
         async with anyio.create_task_group() as tg:
-            async with manager:
-                if sock is not None:
-                    from processman.adapters.http import ApiServer, create_app  # API users only
+            async with anyio.create_task_group() as impatient:
+                async with manager:
+                    if sock is not None:
+                        from processman.adapters.http import ApiServer, create_app  # API only
 
-                    server = ApiServer(create_app(manager, token=token))
-                    await tg.start(server.serve, sock)
-                    log.info("API on {}", config.api.base_url)
-                async for received in signals:
-                    name = signal.Signals(received).name
-                    if received in ignored:
-                        log.info("{} received: ignored, as when processman started", name)
-                        continue
-                    log.info("{} received: stopping every process", name)
-                    break
+                        server = ApiServer(create_app(manager, token=token))
+                        await tg.start(server.serve, sock)
+                        log.info("API on {}", config.api.base_url)
+                    name = await _next_stop(signals, ignored, log)
+                    log.info("{} received: stopping every process (again to kill them)", name)
+                    impatient.start_soon(_kill_on_next_stop, manager, signals, ignored, log)
+                impatient.cancel_scope.cancel()
             # The API served the shutdown: statuses answered, commands refused (503), and
             # each log stream got its process's last lines, then ended. Nothing is open now.
             if server is not None:
                 server.stop()
+
+
+async def _next_stop(signals: AsyncIterator[int], ignored: set[int], log: Logger) -> str:
+    """Wait for a signal that stops run (not one it was started ignoring); its name."""
+    while True:
+        name = signal.Signals(received := await anext(signals)).name
+        if received not in ignored:
+            return name
+        log.info("{} received: ignored, as when processman started", name)
+
+
+async def _kill_on_next_stop(
+    manager: ProcessManager, signals: AsyncIterator[int], ignored: set[int], log: Logger
+) -> None:
+    """A second Ctrl-C while processes wait out their stopTimeout: SIGKILL them now (as
+    docker compose does)."""
+    name = await _next_stop(signals, ignored, log)
+    log.warning("{} received again: killing every process now", name)
+    await manager.kill_stopping()
 
 
 # --- check --------------------------------------------------------------------------

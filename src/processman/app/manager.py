@@ -198,6 +198,11 @@ class ProcessManager:
         """Stop (if running) and start a process; return once the new instance is spawned."""
         return await self._runner(process_id).restart()
 
+    async def kill_stopping(self) -> None:
+        """SIGKILL every tree being stopped now, without waiting out its ``stopTimeout``
+        (what ``processman run`` does on a second Ctrl-C); return once they are gone."""
+        await _each(self._runners.values(), ProcessRunner.kill_now)
+
     def _runner(self, process_id: str) -> ProcessRunner:
         self._require_entered()
         try:
@@ -219,7 +224,7 @@ async def _shielded(close: Callable[[], Awaitable[object]]) -> None:
 
 async def _each(
     runners: Iterable[ProcessRunner],
-    command: Callable[[ProcessRunner], Awaitable[ProcessStatus]],
+    command: Callable[[ProcessRunner], Awaitable[object]],
 ) -> None:
     """Run one command on many runners in parallel."""
 

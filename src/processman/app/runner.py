@@ -94,6 +94,7 @@ class ProcessRunner:
         self._lock = anyio.Lock()
         self._closed = False
         self._handle: ProcessHandle | None = None
+        self._stopping: ProcessHandle | None = None  # while a stop waits out its grace
         self._retry_scope: anyio.CancelScope | None = None
         self._changed = anyio.Event()
         self._open_streams = 0
@@ -154,6 +155,14 @@ class ProcessRunner:
             await self._apply(Stop())
             return self.status()
 
+    async def kill_now(self) -> None:
+        """SIGKILL the tree being stopped instead of waiting out its ``stopTimeout``.
+
+        A second stop of the same handle, beside the one that waits: both return once the
+        tree is gone."""
+        if self._stopping is not None:
+            await self._stopping.stop("SIGKILL", 0.0)
+
     def _refuse_if_closed(self) -> None:
         if self._closed:
             raise NotRunningError("the ProcessManager has shut down: nothing more is started")
@@ -180,7 +189,11 @@ class ProcessRunner:
             await self._spawn()
         elif isinstance(effect, StopTree):
             handle, self._handle = self._handle, None
-            code = await handle.stop(effect.signal, effect.grace) if handle else None
+            self._stopping = handle
+            try:
+                code = await handle.stop(effect.signal, effect.grace) if handle else None
+            finally:
+                self._stopping = None
             await self._apply(StopDone(code))
         elif isinstance(effect, ScheduleRetry):
             self._tg.start_soon(self._retry_after, effect.delay)
