@@ -38,6 +38,11 @@ class FakeWin32:
         self.code = 0
         self.output = [b"hello\r\n", b"world\r\n"]
         self.closed: set[int] = set()
+        self.used_after_close: list[tuple[str, int]] = []
+
+    def _use(self, name: str, handle: int) -> None:
+        if handle in self.closed:  # its number may name another object by now
+            self.used_after_close.append((name, handle))
 
     def _call(self, name: str, *args: object) -> None:
         self.calls.append((name, *args))
@@ -69,11 +74,13 @@ class FakeWin32:
             self.alive, self.code = False, 0xC000013A  # STATUS_CONTROL_C_EXIT
 
     def terminate_job(self, job: int, exit_code: int) -> None:
+        self._use("terminate_job", job)
         self._call("terminate_job", job, exit_code)
         if self.alive:
             self.alive, self.code = False, exit_code
 
     def wait(self, process: int, timeout_ms: int) -> bool:
+        self._use("wait", process)
         if self.alive:
             import time
 
@@ -81,6 +88,7 @@ class FakeWin32:
         return not self.alive
 
     def exit_code(self, process: int) -> int:
+        self._use("exit_code", process)
         return self.code
 
     def read(self, pipe: int, size: int) -> bytes:
@@ -89,6 +97,7 @@ class FakeWin32:
         raise Win32Error(ERROR_BROKEN_PIPE, "ReadFile")
 
     def close(self, handle: int) -> None:
+        self._use("close", handle)
         self.calls.append(("close", handle))
         self.closed.add(handle)
 
@@ -136,6 +145,43 @@ async def test_a_child_ignoring_ctrl_break_is_terminated_with_its_job_after_the_
     with anyio.fail_after(5):
         code = await process.stop("SIGTERM", 0.1)
     assert ("terminate_job", 100, 1) in fake.calls and code == 1
+
+
+async def test_handles_are_closed_once_and_only_when_no_call_uses_them() -> None:
+    # the runner's exit watcher waits beside the stop, and a second Ctrl-C adds a second
+    # stop: the first to finish used to close the handles under the others
+    fake = FakeWin32(ignores_ctrl_break=True)
+    process = await WindowsSpawner(fake).spawn(REQUEST)
+    codes: list[int | None] = []
+
+    async def stop(grace: float) -> None:
+        codes.append(await process.stop("SIGTERM", grace))
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(process.wait)  # the exit watcher
+            tg.start_soon(stop, 30.0)
+            await anyio.sleep(0.05)
+            tg.start_soon(stop, 0.0)
+    assert codes == [1, 1]
+    assert fake.used_after_close == []
+    assert [call for call in fake.calls if call[0] == "close" and call[1] in (100, 200)] == [
+        ("close", 200),
+        ("close", 100),
+    ]
+    assert await process.stop("SIGKILL", 0.0) == 1  # a stop after the end touches nothing
+    assert fake.used_after_close == []
+
+
+async def test_the_job_outlives_a_natural_exit_until_the_stop_that_ends_what_is_left() -> None:
+    fake = FakeWin32()
+    process = await WindowsSpawner(fake).spawn(REQUEST)
+    fake.alive = False  # it exits by itself; the runner's watcher sees it ...
+    await process.wait()
+    assert 100 not in fake.closed
+    await process.stop("SIGTERM", 1.0)  # ... then stops what it left in the job
+    assert ("terminate_job", 100, 1) in fake.calls and {100, 200} <= fake.closed
+    assert fake.used_after_close == []
 
 
 @pytest.mark.parametrize(

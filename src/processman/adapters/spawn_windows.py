@@ -134,6 +134,8 @@ class WindowsProcess:
         self._process = process
         self._pid = pid
         self._code: int | None = None
+        self._users = 0  # stop and wait calls under way: they use the handles
+        self._stopped = False  # the job is closed only after a stop (it ends what is left)
         self._closed = False
         self._stdout = _PipeReader(win32, stdout)
         self._stderr = _PipeReader(win32, stderr)
@@ -155,31 +157,49 @@ class WindowsProcess:
 
     async def wait(self) -> int:
         """The exit code, once the child has exited."""
-        while self._code is None:
-            exited = await anyio.to_thread.run_sync(self._win32.wait, self._process, WAIT_POLL_MS)
-            if exited and self._code is None:
-                self._code = self._win32.exit_code(self._process)
+        self._users += 1
+        try:
+            while self._code is None:
+                exited = await anyio.to_thread.run_sync(
+                    self._win32.wait, self._process, WAIT_POLL_MS
+                )
+                if exited and self._code is None:
+                    self._code = self._win32.exit_code(self._process)
+        finally:
+            self._users -= 1
+            self._close_when_unused()
         return self._code
 
     async def stop(self, signal: str, grace: float) -> int | None:
-        """CTRL_BREAK to the group, then TerminateJobObject after ``grace``; the job is gone."""
-        if self._code is None:
-            try:
-                self._win32.ctrl_break(self._pid)
-            except Win32Error:
-                pass  # no console to share: go straight to the job
-            with anyio.move_on_after(grace):
-                await self.wait()
+        """CTRL_BREAK to the group, then TerminateJobObject after ``grace``; the job is gone.
+
+        Another stop or a wait may be under way beside it (the runner's exit watcher, a
+        second Ctrl-C): the handles are closed by whichever ends last, never under a call
+        that still uses them (a closed handle's number can name a new object)."""
+        if self._closed:
+            return self._code
+        self._users += 1
+        self._stopped = True
         try:
-            self._win32.terminate_job(self._job, 1)  # what is left in the job, leader or not
-        except Win32Error:
-            pass
-        await self.wait()
-        self._close()
+            if self._code is None:
+                try:
+                    self._win32.ctrl_break(self._pid)
+                except Win32Error:
+                    pass  # no console to share: go straight to the job
+                with anyio.move_on_after(grace):
+                    await self.wait()
+            try:
+                self._win32.terminate_job(self._job, 1)  # what is left in the job, leader or not
+            except Win32Error:
+                pass
+            await self.wait()
+        finally:
+            self._users -= 1
+            self._close_when_unused()
         return self._code
 
-    def _close(self) -> None:
-        if not self._closed:
+    def _close_when_unused(self) -> None:
+        if self._stopped and self._users == 0 and not self._closed:
             self._closed = True
             self._win32.close(self._process)
             self._win32.close(self._job)
