@@ -11,7 +11,7 @@ import anyio
 import anyio.lowlevel
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import AsyncIterator, Awaitable, Callable
 
     from processman.domain.ports import LogBatch, SpawnRequest, WatchRequest
 
@@ -104,16 +104,24 @@ class FakeProcess:
 
     async def stop(self, signal: str, grace: float) -> int | None:
         self.stop_calls.append((signal, grace))
+        if self._spawner.on_stop is not None:  # e.g. a child slow to go
+            await self._spawner.on_stop(self)
         await anyio.lowlevel.checkpoint()
         self.exit(-15)
         return self.code
 
 
 class FakeSpawner:
-    """Records every request; ``behaviour`` may raise SpawnError or return None (a normal child)."""
+    """Records every request; ``behaviour`` may raise SpawnError or return None (a normal child),
+    ``on_stop`` runs when a stop begins, before the child goes."""
 
-    def __init__(self, behaviour: Callable[[SpawnRequest], None] | None = None) -> None:
+    def __init__(
+        self,
+        behaviour: Callable[[SpawnRequest], None] | None = None,
+        on_stop: Callable[[FakeProcess], Awaitable[None]] | None = None,
+    ) -> None:
         self.behaviour = behaviour
+        self.on_stop = on_stop
         self.requests: list[SpawnRequest] = []
         self.processes: list[FakeProcess] = []
         self.alive: set[FakeProcess] = set()

@@ -203,19 +203,14 @@ async def test_commands_need_a_running_manager_and_never_start_after_it() -> Non
     assert len(spawner.requests) == 1 and not spawner.alive
 
 
-async def test_a_start_that_arrives_while_the_manager_shuts_down_is_refused(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    spawner, clock = FakeSpawner(), FakeClock()
+async def test_a_start_that_arrives_while_the_manager_shuts_down_is_refused() -> None:
     stopping, release = anyio.Event(), anyio.Event()
-    stop = FakeProcess.stop
 
-    async def slow_stop(self: FakeProcess, signal: str, grace: float) -> int | None:
+    async def slow_to_go(process: FakeProcess) -> None:
         stopping.set()
         await release.wait()
-        return await stop(self, signal, grace)
 
-    monkeypatch.setattr(FakeProcess, "stop", slow_stop)
+    spawner, clock = FakeSpawner(on_stop=slow_to_go), FakeClock()
     m = manager(config(), spawner, clock)
     refused: list[NotRunningError] = []
 
