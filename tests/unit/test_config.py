@@ -156,6 +156,17 @@ def test_procfile(tmp_path: Path) -> None:
         "python -m http.server $PORT && echo done",
     )
     assert config.processes[1].cwd == str(tmp_path)
+    # PORT as honcho gives it: the environment's PORT (8000 here), then 100 more each
+    assert [p.env for p in config.processes] == [{"PORT": "8000"}, {"PORT": "8100"}]
+
+
+def test_procfile_ports_start_at_5000_without_a_port_in_the_environment(tmp_path: Path) -> None:
+    path = write(tmp_path, "Procfile", "web: a\nworker: b\nclock: c\n")
+    config = load_config(path, environ={"PATH": "/usr/bin"})
+    assert [p.env["PORT"] for p in config.processes] == ["5000", "5100", "5200"]
+    with pytest.raises(ConfigError) as info:
+        load_config(path, environ={"PORT": "http"})
+    assert str(info.value) == (f"{path}: PORT in the environment must be a port number, got 'http'")
 
 
 def test_discovery_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

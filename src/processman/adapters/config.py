@@ -446,6 +446,11 @@ class _Builder:
             raise self.error(field, str(exc)) from None
 
     def procfile(self, text: str) -> Config:
+        # PORT as honcho and foreman give it: 5000, 5100, ... in file order, from the
+        # environment's PORT when it is set
+        base = self.environ.get("PORT") or "5000"
+        if not base.isascii() or not base.isdigit():
+            raise self.error("", f"PORT in the environment must be a port number, got {base!r}")
         specs: list[ProcessSpec] = []
         seen: dict[str, int] = {}
         for number, raw_line in enumerate(text.splitlines(), start=1):
@@ -462,8 +467,14 @@ class _Builder:
             if name in seen:
                 raise self.error(field, f"duplicate id {name!r} (also line {seen[name]})")
             seen[name] = number
+            port = str(int(base) + 100 * len(specs))
             specs.append(
-                ProcessSpec(id=name, cwd=self.base_dir, command=("/bin/sh", "-c", command))
+                ProcessSpec(
+                    id=name,
+                    cwd=self.base_dir,
+                    command=("/bin/sh", "-c", command),
+                    env={"PORT": port},
+                )
             )
         if not specs:
             raise self.error("", "no processes: expected `name: command` lines")
