@@ -169,6 +169,23 @@ def test_procfile_ports_start_at_5000_without_a_port_in_the_environment(tmp_path
     assert str(info.value) == (f"{path}: PORT in the environment must be a port number, got 'http'")
 
 
+def test_procfile_reads_the_dotenv_beside_it_as_honcho_does(tmp_path: Path) -> None:
+    write(tmp_path, ".env", "DATABASE_URL=postgres://db/app\nPORT=7000\n")
+    config = load_config(write(tmp_path, "Procfile", "web: a\nworker: b\n"), environ=ENV)
+    # .env's PORT wins over the environment's (8000), as in honcho
+    assert [p.env for p in config.processes] == [
+        {"DATABASE_URL": "postgres://db/app", "PORT": "7000"},
+        {"DATABASE_URL": "postgres://db/app", "PORT": "7100"},
+    ]
+    dotenv = write(tmp_path, ".env", "PORT=web\n")
+    with pytest.raises(ConfigError, match="PORT in .env must be a port number, got 'web'"):
+        load_config(tmp_path / "Procfile", environ=ENV)
+    dotenv.write_bytes(b"A=\xff\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path / "Procfile", environ=ENV)
+    assert str(info.value).startswith(f"{tmp_path / 'Procfile'}: {dotenv}: ")
+
+
 def test_discovery_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for name in reversed(DISCOVERY_ORDER):
         write(tmp_path, name, "x")

@@ -339,15 +339,7 @@ class _Builder:
 
         file_env: dict[str, str] = {}
         if raw.env_file:
-            env_path = self.path(raw.env_file, cwd)
-            try:
-                file_env = parse_dotenv(read_small_file(Path(env_path)).decode("utf-8"))
-            except OSError as exc:
-                raise self.error(
-                    f"{field}.envFile", f"cannot read {env_path}: {exc.strerror or exc}"
-                ) from None
-            except (ValueError, UnicodeDecodeError) as exc:
-                raise self.error(f"{field}.envFile", f"{env_path}: {exc}") from None
+            file_env = self.dotenv(Path(self.path(raw.env_file, cwd)), f"{field}.envFile")
 
         def lookup(name: str) -> str | None:
             if name in builtins:
@@ -446,11 +438,13 @@ class _Builder:
             raise self.error(field, str(exc)) from None
 
     def procfile(self, text: str) -> Config:
-        # PORT as honcho and foreman give it: 5000, 5100, ... in file order, from the
-        # environment's PORT when it is set
-        base = self.environ.get("PORT") or "5000"
+        # As honcho and foreman do: the .env beside the Procfile goes to every process,
+        # and PORT is 5000, 5100, ... in file order, from .env's or the environment's PORT
+        dotenv = self.procfile_dotenv()
+        base = dotenv.get("PORT") or self.environ.get("PORT") or "5000"
         if not base.isascii() or not base.isdigit():
-            raise self.error("", f"PORT in the environment must be a port number, got {base!r}")
+            where = ".env" if "PORT" in dotenv else "the environment"
+            raise self.error("", f"PORT in {where} must be a port number, got {base!r}")
         specs: list[ProcessSpec] = []
         seen: dict[str, int] = {}
         for number, raw_line in enumerate(text.splitlines(), start=1):
@@ -473,9 +467,21 @@ class _Builder:
                     id=name,
                     cwd=self.base_dir,
                     command=("/bin/sh", "-c", command),
-                    env={"PORT": port},
+                    env={**dotenv, "PORT": port},
                 )
             )
         if not specs:
             raise self.error("", "no processes: expected `name: command` lines")
         return Config(processes=tuple(specs), source=self.file)
+
+    def procfile_dotenv(self) -> dict[str, str]:
+        path = Path(self.base_dir, ".env")
+        return self.dotenv(path, "") if path.exists() else {}
+
+    def dotenv(self, path: Path, field: str) -> dict[str, str]:
+        try:
+            return parse_dotenv(read_small_file(path).decode("utf-8"))
+        except OSError as exc:
+            raise self.error(field, f"cannot read {path}: {exc.strerror or exc}") from None
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise self.error(field, f"{path}: {exc}") from None
