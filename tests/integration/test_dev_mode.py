@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from typing import TYPE_CHECKING
 
@@ -13,6 +14,7 @@ from tests.conftest import TESTDATA, pid_alive
 from tests.integration.helpers import config, script, wait_until
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
 pytestmark = pytest.mark.anyio
@@ -32,9 +34,9 @@ def dev_spec(tmp_path: Path, **overrides: object):  # type: ignore[no-untyped-de
     return script("dev", "echo.py", **values)
 
 
-async def wait_watching(manager: ProcessManager, tmp_path: Path) -> None:
+async def wait_watching(manager: ProcessManager, tmp_path: Path, probe: Path | None = None) -> None:
     """Touch a probe until a reload shows the watch is live, then wait for it to settle."""
-    probe = tmp_path / "probe.txt"
+    probe = probe or tmp_path / "probe.txt"
     with anyio.fail_after(10):
         while manager.status("dev").restart_count == 0:
             probe.write_text("probe")
@@ -79,3 +81,49 @@ async def test_a_missing_watch_path_is_an_error_on_that_process(tmp_path: Path) 
             == f"cannot watch {tmp_path / 'not-yet'}: no such file or directory"
         )
         assert m.status("dev").status == "running" and m.status("echo").status == "running"
+
+
+async def reloaded_after(manager: ProcessManager, change: Callable[[], object]) -> None:
+    """Make ``change``; return once it has reloaded the process and that has settled."""
+    count = manager.status("dev").restart_count
+    change()
+    await wait_until(lambda: manager.status("dev").restart_count > count)
+    await manager.wait_for_status("dev", "running")
+    await anyio.sleep(0.2)  # past the quiet period: the next change is a reload of its own
+
+
+async def test_a_watched_file_saved_by_renaming_over_it_stays_watched(tmp_path: Path) -> None:
+    # the kernel watches the inode: after the first such save (as many editors do), every
+    # later one went unseen
+    conf = tmp_path / "conf.yaml"
+    conf.write_text("0")
+    async with ProcessManager(config(dev_spec(tmp_path, watch_paths=(str(conf),)))) as m:
+        await wait_watching(m, tmp_path, probe=conf)
+        for i in range(1, 4):
+            new = tmp_path / "conf.yaml.new"
+
+            def save(text: str = str(i), new: Path = new) -> None:
+                new.write_text(text)
+                os.replace(new, conf)
+
+            await reloaded_after(m, save)
+
+
+async def test_a_watched_directory_removed_and_made_again_stays_watched(tmp_path: Path) -> None:
+    # `rm -rf dist && tsc`: the new directory (which may get the old inode number) was not
+    # watched, and nothing written into it reloaded again
+    src = tmp_path / "src"
+    src.mkdir()
+    async with ProcessManager(config(dev_spec(tmp_path, watch_paths=(str(src),)))) as m:
+        await wait_watching(m, tmp_path, probe=src / "probe.txt")
+
+        def rebuild() -> None:
+            shutil.rmtree(src)
+            src.mkdir()
+            (src / "built.py").write_text("x = 1\n")
+
+        await reloaded_after(m, rebuild)
+        await reloaded_after(m, lambda: (src / "edited.py").write_text("x = 2\n"))
+        await reloaded_after(m, lambda: shutil.rmtree(src))  # gone for a while ...
+        await reloaded_after(m, src.mkdir)  # ... and back: watched from then on
+        await reloaded_after(m, lambda: (src / "later.py").write_text("x = 3\n"))

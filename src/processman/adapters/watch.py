@@ -184,20 +184,58 @@ def _watch_in_thread(
 
     from watchfiles._rust_notify import RustNotify  # on the first watch, as pathspec
 
+    # The kernel watches inodes: a root that is removed (`rm -rf dist && tsc`) or replaced
+    # (an editor that saves a watched file by renaming a new one over it) is no longer
+    # watched. So a batch that names a root itself, or after which a root is another
+    # inode, ends the watch, and the roots are watched anew (a new directory may even get
+    # the old inode number back); a removed root is waited for, every REWATCH_POLL seconds.
+    roots = set(paths)
+    identity = _identity(paths)
+    came_back = False
     try:
-        with RustNotify(list(paths), False, False, 300, True, False) as notify:
-            while not stop.is_set():
-                raw = notify.watch(step_ms, step_ms, 0, stop)
-                if not isinstance(raw, set) or stop.is_set():
-                    continue
-                changed = {path for _, path in raw}
-                if any(os.path.basename(p) == ".gitignore" for p in changed):
+        while not stop.is_set():
+            if identity is None:
+                stop.wait(REWATCH_POLL)
+                identity = _identity(paths)
+                came_back = identity is not None
+                continue
+            with RustNotify(list(paths), False, False, 300, True, False) as notify:
+                if came_back:  # what was written before this watch began
                     matcher.reload_gitignores()
-                kept = {p for p in changed if not matcher.ignored(p)}
-                if kept:
-                    deliver(kept)
+                    deliver(set(paths))
+                    came_back = False
+                while not stop.is_set():
+                    raw = notify.watch(step_ms, step_ms, 0, stop)
+                    if not isinstance(raw, set) or stop.is_set():
+                        continue
+                    changed = {path for _, path in raw}
+                    if any(os.path.basename(p) == ".gitignore" for p in changed):
+                        matcher.reload_gitignores()
+                    kept = {p for p in changed if not matcher.ignored(p)}
+                    if kept:
+                        deliver(kept)
+                    now = _identity(paths)
+                    if now != identity or roots & changed:
+                        identity, came_back = now, now is not None
+                        break
     except Exception as exc:  # e.g. a path removed before the watch began
         deliver(exc)
+
+
+#: While a watched root is missing, how often to look for it again.
+REWATCH_POLL = 0.1
+
+
+def _identity(paths: Iterable[str]) -> tuple[tuple[int, int], ...] | None:
+    """Each root's (device, inode); None while one of them is missing."""
+    found = []
+    for path in paths:
+        try:
+            info = os.stat(path)
+        except OSError:
+            return None
+        found.append((info.st_dev, info.st_ino))
+    return tuple(found)
 
 
 __all__ = ["IgnoreMatcher", "WatchfilesWatcher"]
