@@ -127,3 +127,17 @@ async def test_a_watched_directory_removed_and_made_again_stays_watched(tmp_path
         await reloaded_after(m, lambda: shutil.rmtree(src))  # gone for a while ...
         await reloaded_after(m, src.mkdir)  # ... and back: watched from then on
         await reloaded_after(m, lambda: (src / "later.py").write_text("x = 3\n"))
+
+
+async def test_the_other_watch_paths_stay_watched_while_one_is_missing(tmp_path: Path) -> None:
+    # a failed build can leave dist/ missing for minutes: src/ must go on reloading
+    src, dist = tmp_path / "src", tmp_path / "dist"
+    src.mkdir()
+    dist.mkdir()
+    spec = dev_spec(tmp_path, watch_paths=(str(src), str(dist)))
+    async with ProcessManager(config(spec)) as m:
+        await wait_watching(m, tmp_path, probe=src / "probe.txt")
+        await reloaded_after(m, lambda: shutil.rmtree(dist))
+        await reloaded_after(m, lambda: (src / "fix.py").write_text("x = 1\n"))
+        await reloaded_after(m, dist.mkdir)
+        await reloaded_after(m, lambda: (dist / "out.js").write_text("1;\n"))

@@ -186,26 +186,35 @@ def _watch_in_thread(
 
     # The kernel watches inodes: a root that is removed (`rm -rf dist && tsc`) or replaced
     # (an editor that saves a watched file by renaming a new one over it) is no longer
-    # watched. So a batch that names a root itself, or after which a root is another
-    # inode, ends the watch, and the roots are watched anew (a new directory may even get
-    # the old inode number back); a removed root is waited for, every REWATCH_POLL seconds.
+    # watched. So a batch that names a root itself, or after which a root is another inode
+    # or gone, ends the watch, and the roots that exist are watched anew (a new directory
+    # may even get the old inode number back); a missing one is looked for every
+    # REWATCH_POLL seconds meanwhile, and a root made anew reloads once more.
     roots = set(paths)
-    identity = _identity(paths)
-    came_back = False
+    watched: dict[str, tuple[int, int]] = {}
+    anew: set[str] = set()
     try:
         while not stop.is_set():
-            if identity is None:
+            present = _identities(paths)
+            if not present:
                 stop.wait(REWATCH_POLL)
-                identity = _identity(paths)
-                came_back = identity is not None
                 continue
-            with RustNotify(list(paths), False, False, 300, True, False) as notify:
-                if came_back:  # what was written before this watch began
+            if watched:
+                anew |= {path for path, inode in present.items() if watched.get(path) != inode}
+            watched = present
+            with RustNotify(list(present), False, False, 300, True, False) as notify:
+                anew &= present.keys()
+                if anew:  # what was written there before this watch began
                     matcher.reload_gitignores()
-                    deliver(set(paths))
-                    came_back = False
+                    deliver(anew)
+                    anew = set()
+                timeout_ms = 0 if len(present) == len(paths) else int(REWATCH_POLL * 1000)
                 while not stop.is_set():
-                    raw = notify.watch(step_ms, step_ms, 0, stop)
+                    raw = notify.watch(step_ms, step_ms, timeout_ms, stop)
+                    if raw == "timeout":  # a root is missing: is it back?
+                        if _identities(paths).keys() != present.keys():
+                            break
+                        continue
                     if not isinstance(raw, set) or stop.is_set():
                         continue
                     changed = {path for _, path in raw}
@@ -214,9 +223,8 @@ def _watch_in_thread(
                     kept = {p for p in changed if not matcher.ignored(p)}
                     if kept:
                         deliver(kept)
-                    now = _identity(paths)
-                    if now != identity or roots & changed:
-                        identity, came_back = now, now is not None
+                    if roots & changed or _identities(paths) != present:
+                        anew |= roots & changed
                         break
     except Exception as exc:  # e.g. a path removed before the watch began
         deliver(exc)
@@ -226,16 +234,16 @@ def _watch_in_thread(
 REWATCH_POLL = 0.1
 
 
-def _identity(paths: Iterable[str]) -> tuple[tuple[int, int], ...] | None:
-    """Each root's (device, inode); None while one of them is missing."""
-    found = []
+def _identities(paths: Iterable[str]) -> dict[str, tuple[int, int]]:
+    """The (device, inode) of each root that exists."""
+    found = {}
     for path in paths:
         try:
             info = os.stat(path)
         except OSError:
-            return None
-        found.append((info.st_dev, info.st_ino))
-    return tuple(found)
+            continue
+        found[path] = (info.st_dev, info.st_ino)
+    return found
 
 
 __all__ = ["IgnoreMatcher", "WatchfilesWatcher"]
