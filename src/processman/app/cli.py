@@ -263,7 +263,7 @@ async def _supervise(config: Config, token: str | None, sock: socket.socket | No
                     log.info("{} received: stopping every process (again to kill them)", name)
                     impatient.start_soon(_kill_on_next_stop, manager, signals, ignored, log)
                 impatient.cancel_scope.cancel()
-            # The API served the shutdown: statuses answered, commands refused (503), and
+            # The API served the shutdown: statuses answered, starts refused (503), and
             # each log stream got its process's last lines, then ended. Nothing is open now.
             if server is not None:
                 server.stop()
