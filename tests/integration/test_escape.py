@@ -249,17 +249,59 @@ def test_sigkill_of_the_manager_leaves_nothing_behind(tmp_path: Path) -> None:
         assert all(pid_alive(p) for p in pids)
         manager.send_signal(signal.SIGKILL)
         manager.wait()
-        deadline = time.monotonic() + 2
-        while [p for p in pids if pid_alive(p)] and time.monotonic() < deadline:
-            time.sleep(0.02)
-        alive = [p for p in pids if pid_alive(p)]
-        for pid in alive:
-            os.kill(pid, signal.SIGKILL)
+        alive = wait_dead(pids, 2)
         assert not alive, f"still alive 2 s after the manager's SIGKILL: {alive}"
     finally:
         if manager.poll() is None:
             manager.kill()
             manager.wait()
+
+
+@needs_cgroups
+def test_a_process_the_host_forked_does_not_hold_off_the_guardian(tmp_path: Path) -> None:
+    # a forked child of the host application (multiprocessing's default) inherited the
+    # guardian's pipe: after the host's SIGKILL the escaped descendants lived on until it
+    # ended too
+    code = (
+        "import anyio, os, sys, time\n"
+        "from processman import ProcessManager\n"
+        "from processman.domain.model import Config, ProcessSpec\n"
+        f"spec = ProcessSpec(id='esc', cwd='/', command=(sys.executable, "
+        f"{str(TESTDATA / 'escape.py')!r}, {str(tmp_path)!r}))\n"
+        "async def main():\n"
+        "    async with ProcessManager(Config(processes=(spec,))) as m:\n"
+        "        helper = os.fork()\n"
+        "        if helper == 0:\n"
+        "            time.sleep(60)\n"
+        "            os._exit(0)\n"
+        f"        while not all(os.path.exists(os.path.join({str(tmp_path)!r}, n))\n"
+        "                      for n in ('setsid.pid', 'daemon.pid')):\n"
+        "            await anyio.sleep(0.02)\n"
+        "        print(m.status('esc').pid, helper, flush=True)\n"
+        "        await anyio.sleep_forever()\n"
+        "anyio.run(main)\n"
+    )
+    host = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    helper = None
+    try:
+        assert host.stdout is not None
+        child, helper = map(int, host.stdout.readline().split())
+        pids = [child, *escapees(tmp_path)]
+        host.kill()
+        host.wait()
+        alive = wait_dead(pids, 5)
+        assert not alive, f"still alive 5 s after the host's SIGKILL: {alive}"
+        assert pid_alive(helper)  # and still holding whatever it inherited
+    finally:
+        for pid in (helper, host.pid):
+            if pid is not None:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        host.wait()
+        if host.stdout is not None:
+            host.stdout.close()
 
 
 @needs_linux

@@ -140,7 +140,7 @@ class CgroupTree:
 
     async def aclose(self) -> None:
         """Let the guardian empty and remove the tree, and wait for it."""
-        os.close(self._guardian_pipe)
+        _release(self._guardian_pipe)
         await _wait_exit(self._guardian)
 
 
@@ -174,7 +174,7 @@ class GroupGuardian:
 
     async def aclose(self) -> None:
         """End the guardian (every group is gone by now) and reap it."""
-        os.close(self._pipe)
+        _release(self._pipe)
         await _wait_exit(self._process)
 
 
@@ -602,7 +602,7 @@ def _killpg(pgid: int, sig: signal_module.Signals) -> None:
 
 def _start_guardian(argv: list[str]) -> tuple[subprocess.Popen[bytes], int]:
     """Start a guardian in its own session reading a pipe: (the process, the write end),
-    which the manager holds open for as long as it lives."""
+    which the manager holds open for as long as it lives (``_release`` closes it)."""
     read_end, write_end = os.pipe()
     try:
         process = subprocess.Popen(
@@ -617,7 +617,39 @@ def _start_guardian(argv: list[str]) -> tuple[subprocess.Popen[bytes], int]:
         raise
     finally:
         os.close(read_end)
+    _hold(write_end)
     return process, write_end
+
+
+#: Write ends of the live guardians' pipes, closed in every forked child: a process the
+#: host application forks (multiprocessing's default on Linux) inherits them, and the
+#: guardians would not see the manager die while it lives (a SIGKILLed manager left its
+#: escaped descendants running until then).
+_HELD_PIPES: set[int] = set()
+_at_fork_registered = False
+
+
+def _hold(write_end: int) -> None:
+    global _at_fork_registered  # one hook per process, registered with the first guardian
+    if not _at_fork_registered:
+        os.register_at_fork(after_in_child=_close_held_pipes)
+        _at_fork_registered = True
+    _HELD_PIPES.add(write_end)
+
+
+def _close_held_pipes() -> None:
+    for fd in _HELD_PIPES:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD_PIPES.clear()
+
+
+def _release(write_end: int) -> None:
+    """Close a guardian's pipe: it does its work and exits."""
+    _HELD_PIPES.discard(write_end)
+    os.close(write_end)
 
 
 def _join(cgroup: str) -> None:
