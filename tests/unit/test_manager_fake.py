@@ -261,3 +261,23 @@ async def test_a_subscription_ends_after_the_last_lines_when_the_manager_shuts_d
         m.subscribe("p")
     with pytest.raises(UnknownProcessError):
         m.subscribe("nope")
+
+
+async def test_kill_stopping_also_cuts_short_the_stop_of_what_an_exited_process_left() -> None:
+    released = anyio.Event()
+
+    async def stubborn(process: FakeProcess) -> None:  # goes on SIGKILL (or after 5 s)
+        if process.stop_calls[-1][0] == "SIGKILL":
+            released.set()
+        with anyio.move_on_after(5):  # (the shutdown's wait for it is shielded)
+            await released.wait()
+
+    spawner, clock = FakeSpawner(on_stop=stubborn), FakeClock()
+    async with manager(config(stop_timeout=60.0, restart="never"), spawner, clock) as m:
+        spawner.last.exit(0)  # what it left behind is stopped, with its grace ...
+        await anyio.wait_all_tasks_blocked()
+        assert spawner.last.stop_calls == [("SIGTERM", 60.0)]
+        await m.kill_stopping()  # ... until a second Ctrl-C
+        await anyio.wait_all_tasks_blocked()
+        assert spawner.last.stop_calls == [("SIGTERM", 60.0), ("SIGKILL", 0.0)]
+        assert m.status("p").status == "exited"

@@ -94,7 +94,7 @@ class ProcessRunner:
         self._lock = anyio.Lock()
         self._closed = False
         self._handle: ProcessHandle | None = None
-        self._stopping: ProcessHandle | None = None  # while a stop waits out its grace
+        self._stopping: set[ProcessHandle] = set()  # stops that may wait out their grace
         self._retry_scope: anyio.CancelScope | None = None
         self._changed = anyio.Event()
         self._open_streams = 0
@@ -156,12 +156,12 @@ class ProcessRunner:
             return self.status()
 
     async def kill_now(self) -> None:
-        """SIGKILL the tree being stopped instead of waiting out its ``stopTimeout``.
+        """SIGKILL the trees being stopped instead of waiting out their ``stopTimeout``.
 
         A second stop of the same handle, beside the one that waits: both return once the
         tree is gone."""
-        if self._stopping is not None:
-            await self._stopping.stop("SIGKILL", 0.0)
+        for handle in list(self._stopping):
+            await handle.stop("SIGKILL", 0.0)
 
     def _refuse_if_closed(self) -> None:
         if self._closed:
@@ -189,11 +189,7 @@ class ProcessRunner:
             await self._spawn()
         elif isinstance(effect, StopTree):
             handle, self._handle = self._handle, None
-            self._stopping = handle
-            try:
-                code = await handle.stop(effect.signal, effect.grace) if handle else None
-            finally:
-                self._stopping = None
+            code = await self._stop(handle, effect.signal, effect.grace) if handle else None
             await self._apply(StopDone(code))
         elif isinstance(effect, ScheduleRetry):
             self._tg.start_soon(self._retry_after, effect.delay)
@@ -225,12 +221,20 @@ class ProcessRunner:
         self._tg.start_soon(self._watch_exit, handle)
         await self._apply(Spawned(handle.pid, self._clock.utcnow()))
 
+    async def _stop(self, handle: ProcessHandle, signal: str, grace: float) -> int | None:
+        """Stop a tree; ``kill_now`` can cut its grace short meanwhile."""
+        self._stopping.add(handle)
+        try:
+            return await handle.stop(signal, grace)
+        finally:
+            self._stopping.discard(handle)
+
     async def _watch_exit(self, handle: ProcessHandle) -> None:
         code = await handle.wait()
         if self._handle is handle:  # it ended by itself, not by a stop of ours: what it
             # left behind (a daemon it started) goes with it, before any restart, so two
             # trees of one process never run at once
-            await handle.stop(self.spec.stop_signal, self.spec.stop_timeout)
+            await self._stop(handle, self.spec.stop_signal, self.spec.stop_timeout)
         async with self._lock:
             if self._handle is handle:
                 self._handle = None
