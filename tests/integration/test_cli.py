@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import signal
 import subprocess
 import sys
@@ -297,3 +298,6 @@ def test_run_without_console_writes_only_the_files(tmp_path: Path) -> None:
     assert proc.returncode == 0, err
     assert "Hello from Python" not in out + err
     assert " stdout | Hello from Python" in log.read_text()
+    # processman's own messages still are on stderr: a crash must not go unsaid
+    assert re.search(r"echo +\| running \(pid \d+\)", err), err
+    assert "SIGTERM received: stopping every process" in err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import re
 import sys
 from datetime import datetime
@@ -19,6 +20,8 @@ from tests.integration.helpers import config, script, wait_until
 
 if TYPE_CHECKING:
     from pathlib import Path
+
+    from loguru import Message
 
     from processman.domain.ports import LogBatch
 
@@ -93,6 +96,23 @@ def test_a_logs_dir_that_cannot_be_written_is_refused_at_start(tmp_path: Path) -
     assert made.is_dir() and not list(made.iterdir())  # created, and the probe removed
 
 
+def _manager_records() -> tuple[list[tuple[str, bool]], int]:
+    """Collect processman's own log records: (message, whether it has a traceback)."""
+    said: list[tuple[str, bool]] = []
+
+    def keep(message: Message) -> None:
+        if message.record["extra"].get("stream") == "manager":
+            said.append((message.record["message"], bool(message.record["exception"])))
+
+    logger.enable("processman")
+    return said, logger.add(keep)
+
+
+def _stop_recording(handler: int) -> None:
+    logger.remove(handler)
+    logger.disable("processman")
+
+
 class _FailingSink(RecordingSink):
     """Fails its first ``failures`` writes with ``error``, then records."""
 
@@ -115,13 +135,7 @@ class _FailingSink(RecordingSink):
 async def test_a_failing_sink_is_reported_once_and_its_recovery_too(
     error: Exception, traceback: bool
 ) -> None:
-    records: list[tuple[str, str, bool]] = []
-    logger.enable("processman")
-    handler = logger.add(
-        lambda m: records.append(
-            (m.record["extra"].get("stream", ""), m.record["message"], bool(m.record["exception"]))
-        )
-    )
+    said, handler = _manager_records()
     failing, healthy = _FailingSink(3, error), RecordingSink()
     ticks = (
         "import time\nfor i in range(40):\n    print('tick', i, flush=True)\n    time.sleep(0.005)"
@@ -132,9 +146,7 @@ async def test_a_failing_sink_is_reported_once_and_its_recovery_too(
             status = await m.wait_for_status("ticker", Status.EXITED)
             assert status.exit_code == 0  # the child never noticed
     finally:
-        logger.remove(handler)
-        logger.disable("processman")
-    said = [(message, exc) for stream, message, exc in records if stream == "manager"]
+        _stop_recording(handler)
     failed = [(message, exc) for message, exc in said if "log sink _FailingSink" in message]
     assert failed == [
         (
@@ -147,6 +159,73 @@ async def test_a_failing_sink_is_reported_once_and_its_recovery_too(
     assert (
         failing.lines() == healthy.lines()[-len(failing.lines()) :] and "tick 39" in failing.lines()
     )
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="/dev/full stands in for a full disk")
+async def test_a_full_disk_costs_only_its_lines_and_the_file_resumes(tmp_path: Path) -> None:
+    log = tmp_path / "ticker.log"
+    log.symlink_to("/dev/full")  # every write to it fails with ENOSPC, as on a full disk
+    ticks = "import sys\nfor i in range(50):\n    print(sys.argv[1], i, flush=True)"
+    spec = ProcessSpec(
+        id="ticker",
+        cwd="/",
+        command=(sys.executable, "-c", ticks),
+        args=("first",),
+        restart="never",
+    )
+    said, handler = _manager_records()
+    try:
+        async with ProcessManager(config(spec, dir=str(tmp_path))) as m:
+            await m.wait_for_status("ticker", Status.EXITED)
+            await wait_until(lambda: len(m.logs("ticker", 100)) == 50)
+            log.unlink()  # space again
+            await m.restart("ticker")
+            await m.wait_for_status("ticker", Status.EXITED)
+            await wait_until(lambda: "first 49" in [e.line for e in m.logs("ticker", 100)])
+            await wait_until(lambda: log.exists() and "first 49" in log.read_text())
+        # the block ended without an error: nothing was left half-written to fail the close
+    finally:
+        _stop_recording(handler)
+    assert [e.line for e in m.logs("ticker", 100)] == [f"first {i}" for i in range(50)] * 2
+    written = [row.split(" | ", 1)[1] for row in log.read_text().splitlines()]
+    assert written == [f"first {i}" for i in range(50)]  # the second run, whole
+    assert [message for message, _ in said if "log sink" in message] == [
+        f"log sink FileSink failed: [Errno 28] No space left on device: '{log}'; "
+        "its lines are lost until it works again",
+        "log sink FileSink works again",
+    ]
+
+
+def test_file_sink_ends_a_line_a_crash_left_unfinished(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from processman.domain.ports import LogBatch
+
+    (tmp_path / "p.log").write_text("2026-11-29T00:00:00.000Z stdout | cut off mid-li")
+    sink = FileSink(str(tmp_path), rotation_bytes=10**6, retention=1)
+    sink.write(LogBatch("p", "stdout", 1, datetime.now(UTC), ["next"]))
+    sink.close()
+    rows = (tmp_path / "p.log").read_text().splitlines()
+    assert [row.split(" | ", 1)[1] for row in rows] == ["cut off mid-li", "next"]
+
+
+class _CloseFails(RecordingSink):
+    def close(self) -> None:
+        raise OSError(5, "Input/output error")
+
+
+async def test_a_sink_that_fails_to_close_does_not_fail_the_shutdown() -> None:
+    broken, after = _CloseFails(), RecordingSink()
+    spec = script("echo", "echo.py")
+    said, handler = _manager_records()
+    try:
+        async with ProcessManager(config(spec), log_sinks=[broken, after]) as m:
+            await m.wait_for_status("echo", Status.RUNNING)
+    finally:
+        _stop_recording(handler)
+    assert m.status("echo").status == Status.STOPPED
+    assert after.closed  # the sinks after it were closed all the same
+    assert ("log sink _CloseFails failed to close: [Errno 5] Input/output error", False) in said
 
 
 def test_file_sink_makes_a_deleted_file_anew(tmp_path: Path) -> None:

@@ -139,8 +139,17 @@ class FileSink:
         if size and size + len(text) > self.rotation_bytes:
             self._rotate(batch.process)
             file, size = self._open(batch.process)
-        file.write(text)
-        file.flush()
+        try:
+            file.write(text)
+            file.flush()
+        except OSError as exc:
+            # A full disk: the batch is lost. The file is dropped with what its buffer
+            # still holds, so that nothing of this batch turns up half later on, the
+            # close at shutdown has nothing left to fail on, and the next batch opens
+            # the file anew (ending the line the disk cut short).
+            del self._files[batch.process]
+            _close_quietly(file)
+            raise OSError(exc.errno, exc.strerror, self._path(batch.process)) from None
         self._files[batch.process] = (file, size + len(text))
 
     def _forget_deleted(self) -> None:
@@ -148,7 +157,7 @@ class FileSink:
         for process_id, (file, _) in list(self._files.items()):
             if os.fstat(file.fileno()).st_nlink == 0:
                 del self._files[process_id]
-                file.close()
+                _close_quietly(file)
 
     def _path(self, process_id: str) -> str:
         return os.path.join(self.directory, f"{process_id}.log")
@@ -157,9 +166,13 @@ class FileSink:
         entry = self._files.get(process_id)
         if entry is None:
             os.makedirs(self.directory, exist_ok=True)
+            path = self._path(process_id)
+            cut_short = not _ends_a_line(path)
             file = open(  # noqa: SIM115 - kept open across batches, closed in close()
-                self._path(process_id), "a", encoding="utf-8", errors="replace"
+                path, "a", encoding="utf-8", errors="replace"
             )
+            if cut_short:  # by a full disk or a crash: end that line, or the next is glued to it
+                file.write("\n")
             entry = self._files[process_id] = (file, file.tell())
         return entry
 
@@ -179,10 +192,29 @@ class FileSink:
         os.replace(path, f"{path}.1")
 
     def close(self) -> None:
-        """Close every file."""
+        """Close every file (each batch was flushed: there is nothing left to write)."""
         for file, _ in self._files.values():
-            file.close()
+            _close_quietly(file)
         self._files.clear()
+
+
+def _close_quietly(file: IO[str]) -> None:
+    try:
+        file.close()
+    except OSError:
+        pass  # only what the failed write left in its buffer, already reported
+
+
+def _ends_a_line(path: str) -> bool:
+    """Whether the file at ``path`` is empty, missing, or ends with a newline."""
+    try:
+        with open(path, "rb") as file:
+            if file.seek(0, os.SEEK_END) == 0:
+                return True
+            file.seek(-1, os.SEEK_END)
+            return file.read(1) == b"\n"
+    except OSError:
+        return True  # missing, or not a regular file: nothing to mend
 
 
 class LoguruSink:
@@ -293,12 +325,15 @@ def _should_colorize(stream: TextIO) -> bool:
         return False
 
 
-def add_console_sink(process_ids: list[str], stream: TextIO, *, colorize: bool | None) -> int:
+def add_console_sink(
+    process_ids: list[str], stream: TextIO, *, colorize: bool | None, children: bool = True
+) -> int:
     """Add the console sink ``<time> <id> | <line>`` (a colour per process) to loguru.
 
-    Only records that carry a ``process`` extra are shown; colours follow the stream
-    (a terminal, ``NO_COLOR``, ``FORCE_COLOR``) when ``colorize`` is None. Returns the
-    handler id, so the caller removes exactly what it added.
+    Only records that carry a ``process`` extra are shown, and with ``children`` False
+    only the manager's own (starts, exits, errors: ``console = false``). Colours follow
+    the stream (a terminal, ``NO_COLOR``, ``FORCE_COLOR``) when ``colorize`` is None.
+    Returns the handler id, so the caller removes exactly what it added.
     """
     sink = ConsoleSink(
         process_ids, stream, _should_colorize(stream) if colorize is None else colorize
@@ -306,7 +341,15 @@ def add_console_sink(process_ids: list[str], stream: TextIO, *, colorize: bool |
     return logger.add(
         sink,
         format="{message}",  # loguru adds "\n{exception}"
-        filter=lambda record: "process" in record["extra"],
+        filter=_any_process if children else _the_manager,
         colorize=False,
         level="INFO",
     )
+
+
+def _any_process(record: Any) -> bool:
+    return "process" in record["extra"]
+
+
+def _the_manager(record: Any) -> bool:
+    return "process" in record["extra"] and record["extra"].get("stream") == "manager"

@@ -213,17 +213,21 @@ def run(path: str | None, *, only: str | None = None, api: str | None = None) ->
         except OSError as exc:
             return _fail(f"cannot listen on {config.api.listen}: {exc.strerror or exc}")
     logger.remove()
-    handler = None
-    if config.logs.console:
-        handler = add_console_sink([s.id for s in config.processes], sys.stderr, colorize=None)
+    # console = false hides the children's lines, not processman's own: a crash or a full
+    # disk is still said on stderr, as supervisord and PM2 keep their own log
+    handler = add_console_sink(
+        [s.id for s in config.processes],
+        sys.stderr,
+        colorize=None,
+        children=config.logs.console,
+    )
     logger.enable("processman")
     try:
         anyio.run(_supervise, config, token, sock)
     except ConfigError as exc:  # found at start-up, e.g. a logs.dir that cannot be written
         return _fail(str(exc))
     finally:
-        if handler is not None:
-            logger.remove(handler)
+        logger.remove(handler)
         if sock is not None:
             sock.close()
     return EXIT_OK

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 from dependency_injector import providers
+from loguru import logger
 
 from processman.app.broadcast import LogHub, Subscription
 from processman.app.container import Container
@@ -133,7 +134,12 @@ class ProcessManager:
                 for runner in self._runners.values():
                     await runner.wait_drained()
             for sink in self._sinks:
-                sink.close()
+                try:
+                    sink.close()
+                except Exception as exc:  # the others still close, and the shutdown ends
+                    logger.bind(process="processman", stream="manager", pid=None).error(
+                        "log sink {} failed to close: {}", type(sink).__name__, exc
+                    )
 
     def _end_lingering_tasks(self, tg: TaskGroup) -> None:
         """Pipe readers (shielded: see ``ProcessRunner._pump``), retry timers, watchers."""
