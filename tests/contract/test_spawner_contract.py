@@ -114,26 +114,58 @@ async def test_a_second_stop_with_sigkill_cuts_a_grace_short(spawner: Spawner) -
 
 
 @pytest.mark.parametrize(
-    ("argv", "cwd", "message"),
+    ("argv", "cwd", "path", "message"),
     [
-        (("no-such-program-xyz",), "/", "cannot start no-such-program-xyz: not found on PATH"),
-        (("/no/such/file",), "/", "cannot start /no/such/file: file not found"),
-        (("true",), "/no/such/dir", "cannot start /no/such/dir: working directory does not exist"),
+        (
+            ("no-such-program-xyz",),
+            "/",
+            None,
+            "cannot start no-such-program-xyz: not found on PATH",
+        ),
+        (("/no/such/file",), "/", None, "cannot start /no/such/file: file not found"),
+        (
+            ("true",),
+            "/no/such/dir",
+            None,
+            "cannot start /no/such/dir: working directory does not exist",
+        ),
         (
             ("{tmp}/plain.txt",),
             "/",
+            None,
             "cannot start {tmp}/plain.txt: permission denied (is it executable?)",
+        ),
+        (
+            ("plain.txt",),  # found on PATH, but not a program
+            "/",
+            "{tmp}",
+            "cannot start plain.txt: permission denied (is it executable?)",
+        ),
+        (
+            # exec reports the ELOOP of the broken directory (or the EACCES of one it may
+            # not search), not that the program is nowhere
+            ("no-such-program-xyz",),
+            "/",
+            "{tmp}/loop:/usr/bin:/bin",
+            "cannot start no-such-program-xyz: not found on PATH",
         ),
     ],
 )
 async def test_spawn_errors(
-    spawner: Spawner, tmp_path: Path, argv: tuple[str, ...], cwd: str, message: str
+    spawner: Spawner,
+    tmp_path: Path,
+    argv: tuple[str, ...],
+    cwd: str,
+    path: str | None,
+    message: str,
 ) -> None:
     (tmp_path / "plain.txt").write_text("not a program\n")
     (tmp_path / "plain.txt").chmod(0o644)
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
     argv = tuple(a.format(tmp=tmp_path) for a in argv)
+    env = {} if path is None else {"PATH": path.format(tmp=tmp_path)}
     with pytest.raises(SpawnError) as info:
-        await spawner.spawn(SpawnRequest(process_id="t", argv=argv, cwd=cwd, env={}))
+        await spawner.spawn(SpawnRequest(process_id="t", argv=argv, cwd=cwd, env=env))
     assert str(info.value) == message.format(tmp=tmp_path)
 
 

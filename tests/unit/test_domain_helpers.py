@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from processman.domain.dotenv import parse_dotenv
 from processman.domain.durations import parse_duration
 from processman.domain.environment import child_environment
-from processman.domain.errors import InterpreterNotFoundError, TemplateError
+from processman.domain.errors import InterpreterNotFoundError, SpawnError, TemplateError
 from processman.domain.interpreter import resolve_argv
 from processman.domain.lines import LineSplitter
 from processman.domain.model import ProcessSpec
@@ -296,3 +296,28 @@ def test_child_environment() -> None:
     }
     own = ProcessSpec(id="w", cwd="/", script="/w.py", env={"PYTHONUNBUFFERED": "0"})
     assert child_environment({}, own, "")["PYTHONUNBUFFERED"] == "0"
+
+
+@pytest.mark.parametrize(
+    ("program", "exc", "files", "reason"),
+    [
+        # exec said EACCES: /root/bin could not be searched, and the program is nowhere
+        ("tool", PermissionError(13, "Permission denied"), set(), "not found on PATH"),
+        # ... or it is there, and not executable
+        ("tool", PermissionError(13, "Permission denied"), {"/usr/bin/tool"}, "permission denied"),
+        ("tool", OSError(40, "Too many levels of symbolic links"), set(), "not found on PATH"),
+        ("tool", OSError(8, "Exec format error"), {"/usr/bin/tool"}, "Exec format error"),
+        ("tool", FileNotFoundError(2, "No such file"), set(), "not found on PATH"),
+        ("./tool", FileNotFoundError(2, "No such file"), set(), "file not found"),
+        ("./tool", PermissionError(13, "Permission denied"), set(), "permission denied"),
+        ("tool", ValueError("embedded null byte"), set(), "embedded null byte"),
+    ],
+)
+def test_exec_errors_say_what_went_wrong(
+    program: str, exc: OSError | ValueError, files: set[str], reason: str
+) -> None:
+    error = SpawnError.from_exec(
+        program, exc, search_path=["/root/bin", "/usr/bin"], exists=files.__contains__
+    )
+    assert error.program == program
+    assert error.reason.startswith(reason)

@@ -317,23 +317,12 @@ class LinuxSpawner:
                     None if home else _child_setup(self._manager_pid, leaf, self._prctl)
                 ),
             )
-        except FileNotFoundError:
+        except (OSError, ValueError) as exc:
             os.close(out_read)
             os.close(err_read)
-            where = "file not found" if "/" in program else "not found on PATH"
-            raise SpawnError(program, where) from None
-        except PermissionError:
-            os.close(out_read)
-            os.close(err_read)
-            raise SpawnError(program, "permission denied (is it executable?)") from None
-        except OSError as exc:
-            os.close(out_read)
-            os.close(err_read)
-            raise SpawnError(program, exc.strerror or str(exc)) from None
-        except ValueError as exc:  # e.g. an embedded NUL in an argument or a variable
-            os.close(out_read)
-            os.close(err_read)
-            raise SpawnError(program, str(exc)) from None
+            raise SpawnError.from_exec(
+                program, exc, search_path=os.get_exec_path(dict(request.env)), exists=os.path.isfile
+            ) from None
         except subprocess.SubprocessError as exc:
             os.close(out_read)
             os.close(err_read)

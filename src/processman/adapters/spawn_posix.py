@@ -44,15 +44,10 @@ class PosixSpawner:
                 env=dict(request.env),
                 start_new_session=True,
             )
-        except FileNotFoundError:
-            where = "file not found" if "/" in program else "not found on PATH"
-            raise SpawnError(program, where) from None
-        except PermissionError:
-            raise SpawnError(program, "permission denied (is it executable?)") from None
-        except OSError as exc:
-            raise SpawnError(program, exc.strerror or str(exc)) from None
-        except ValueError as exc:  # e.g. an embedded NUL in an argument or a variable
-            raise SpawnError(program, str(exc)) from None
+        except (OSError, ValueError) as exc:
+            raise SpawnError.from_exec(
+                program, exc, search_path=os.get_exec_path(dict(request.env)), exists=os.path.isfile
+            ) from None
         return PosixProcess(process)
 
 

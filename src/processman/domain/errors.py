@@ -18,10 +18,11 @@ Errors carry structured fields and read well as strings.
 
 from __future__ import annotations
 
+import posixpath
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
 
 class ProcessmanError(Exception):
@@ -103,6 +104,35 @@ class SpawnError(ProcessmanError):
 
     def __str__(self) -> str:
         return f"cannot start {self.program}: {self.reason}"
+
+    @classmethod
+    def from_exec(
+        cls,
+        program: str,
+        exc: OSError | ValueError,
+        *,
+        search_path: Sequence[str],
+        exists: Callable[[str], bool],
+    ) -> SpawnError:
+        """The error for an exec of ``program`` (POSIX) that failed with ``exc``.
+
+        ``search_path`` is the child's PATH as a list (``os.get_exec_path(env)``),
+        ``exists`` asks the file system. A name without ``/`` that is in none of PATH's
+        directories is "not found on PATH", whatever exec said: it reports the first
+        error other than ENOENT on its way through PATH, such as the EACCES of a
+        directory it may not search (``/root/.local/bin`` for another user) or the ELOOP
+        of a broken link, whether or not the program is anywhere at all.
+        """
+        if isinstance(exc, ValueError):  # e.g. an embedded NUL in an argument or a variable
+            return cls(program, str(exc))
+        bare = "/" not in program
+        if isinstance(exc, FileNotFoundError) or (
+            bare and not any(exists(posixpath.join(d or ".", program)) for d in search_path)
+        ):
+            return cls(program, "not found on PATH" if bare else "file not found")
+        if isinstance(exc, PermissionError):
+            return cls(program, "permission denied (is it executable?)")
+        return cls(program, exc.strerror or str(exc))
 
 
 class InterpreterNotFoundError(SpawnError):
