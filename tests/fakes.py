@@ -205,7 +205,7 @@ class FakeWatcher:
         pending, self._pending = self._pending, set()
         for _, matcher, on_change in self._watches:
             if any(os.path.basename(p) == ".gitignore" for p in pending):
-                matcher.reload_gitignores()
+                matcher.rescan()
             kept = {p for p in pending if not matcher.ignored(p)}
             if kept:
                 on_change(kept)

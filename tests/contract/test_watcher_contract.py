@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import re
+import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -9,7 +12,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from processman.adapters.watch import WatchfilesWatcher
+from processman.adapters.watch import PER_DIRECTORY, WatchfilesWatcher
 from processman.domain.errors import WatchError
 from processman.domain.ports import FileWatcher, WatchRequest
 from tests.fakes import FakeWatcher
@@ -168,3 +171,88 @@ def _fail_if_missing(request: WatchRequest) -> None:
     for path in request.paths:
         if not Path(path).exists():
             raise WatchError(path, "no such file or directory")
+
+
+# --- the real adapter only -----------------------------------------------------------
+
+
+def _watched_inodes() -> set[int]:
+    """The inodes this process's inotify instances watch (from /proc/self/fdinfo)."""
+    inodes = set()
+    for fd in os.listdir("/proc/self/fdinfo"):
+        try:
+            text = Path(f"/proc/self/fdinfo/{fd}").read_text()
+        except OSError:
+            continue
+        inodes |= {int(m, 16) for m in re.findall(r"^inotify wd:\w+ ino:(\w+)", text, re.M)}
+    return inodes
+
+
+async def _touch(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+@pytest.mark.skipif(not PER_DIRECTORY, reason="inotify: recursive watches elsewhere cost nothing")
+async def test_ignored_trees_cost_no_kernel_watch(tmp_path: Path) -> None:
+    # A recursive watch of the root also watched node_modules, and a big one used up the
+    # user's inotify watches (8,192 on many systems): development mode ended.
+    for i in range(50):
+        (tmp_path / "node_modules" / f"pkg{i}" / "lib").mkdir(parents=True)
+    (tmp_path / "dist" / "assets").mkdir(parents=True)
+    (tmp_path / ".gitignore").write_text("dist/\n")
+    (tmp_path / "src" / "deep").mkdir(parents=True)
+    ignored = [p for p in tmp_path.rglob("*") if p.is_dir() and "src" not in p.parts]
+    request = WatchRequest(paths=(str(tmp_path),), debounce=0.05)
+    async with watching(WatchfilesWatcher(), request, _touch) as batches:
+        watched = _watched_inodes()
+        assert {tmp_path.stat().st_ino, (tmp_path / "src" / "deep").stat().st_ino} <= watched
+        assert not {p.stat().st_ino for p in ignored} & watched
+        await _touch(tmp_path / "src" / "deep" / "m.py", "x")
+        assert await next_batch(batches) == {str(tmp_path / "src" / "deep" / "m.py")}
+
+
+async def test_a_new_directory_and_one_made_again_are_watched(tmp_path: Path) -> None:
+    (tmp_path / "pkg").mkdir()
+    request = WatchRequest(paths=(str(tmp_path),), debounce=0.05)
+    async with watching(WatchfilesWatcher(), request, _touch) as batches:
+        (tmp_path / "new" / "deeper").mkdir(parents=True)
+        assert str(tmp_path / "new") in await next_batch(batches)
+        await _touch(tmp_path / "new" / "deeper" / "m.py", "x")
+        assert await next_batch(batches) == {str(tmp_path / "new" / "deeper" / "m.py")}
+        shutil.rmtree(tmp_path / "pkg")
+        (tmp_path / "pkg").mkdir()  # the same path, another inode
+        assert str(tmp_path / "pkg") in await next_batch(batches)
+        await _touch(tmp_path / "pkg" / "m.py", "x")
+        assert await next_batch(batches) == {str(tmp_path / "pkg" / "m.py")}
+
+
+async def test_symlinked_directories_are_followed_but_never_out_through_a_loop(
+    tmp_path: Path,
+) -> None:
+    root, shared = tmp_path / "app", tmp_path / "shared"
+    (shared / "lib").mkdir(parents=True)
+    root.mkdir()
+    (root / "shared").symlink_to(shared)  # followed, as watchfiles and nodemon do
+    (root / "up").symlink_to(tmp_path)  # a loop back above the root: not followed
+    (root / "again").symlink_to(root)  # the root itself: watched already
+    request = WatchRequest(paths=(str(root),), debounce=0.05)
+    async with watching(WatchfilesWatcher(), request, _touch) as batches:
+        await _touch(tmp_path / "beside.txt", "not under the root")
+        await _touch(shared / "lib" / "m.py", "x")
+        assert await next_batch(batches) == {str(root / "shared" / "lib" / "m.py")}
+
+
+async def test_making_and_removing_an_ignored_directory_is_no_change(tmp_path: Path) -> None:
+    # "dist/" in .gitignore matches only a directory: a build's `rm -rf dist && mkdir dist`
+    # reloaded, as "dist" alone did not look like one
+    (tmp_path / ".gitignore").write_text("dist/\n")
+    (tmp_path / "dist").mkdir()
+    request = WatchRequest(paths=(str(tmp_path),), debounce=0.05)
+    async with watching(WatchfilesWatcher(), request, _touch) as batches:
+        shutil.rmtree(tmp_path / "dist")
+        await anyio.sleep(0.2)
+        (tmp_path / "dist" / "assets").mkdir(parents=True)
+        await anyio.sleep(0.2)
+        await _touch(tmp_path / "sentinel.py", "x")
+        assert await next_batch(batches) == {str(tmp_path / "sentinel.py")}

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import math
 import os
+import stat
+import sys
 import threading
 from typing import TYPE_CHECKING
 
@@ -30,7 +32,8 @@ if TYPE_CHECKING:
 
 
 class IgnoreMatcher:
-    """Decides which changed paths are ignored, for a set of watch roots."""
+    """Decides which changed paths are ignored, for a set of watch roots, and lists the
+    directories under them that are watched."""
 
     def __init__(
         self, roots: Iterable[str], patterns: Iterable[str] = (), ignore_dirs: Iterable[str] = ()
@@ -39,24 +42,57 @@ class IgnoreMatcher:
         self.extra = _spec(patterns)
         self.ignore_dirs = tuple(os.path.abspath(d) for d in ignore_dirs)
         self.gitignores: dict[str, pathspec.GitIgnoreSpec] = {}
-        self.reload_gitignores()
+        #: every directory under the roots that is not ignored, with its (device, inode)
+        self.directories: dict[str, tuple[int, int]] = {}
+        #: the ignored directories the scan did not enter (node_modules, dist/)
+        self.left_out: set[str] = set()
+        self.rescan()
 
-    def reload_gitignores(self) -> None:
-        """Find and read every .gitignore under the roots (skipping ignored directories)."""
-        # top-down, so a directory's .gitignore is known before its subdirectories are
-        # considered, and ignored trees (node_modules, build/) are never walked
+    def rescan(self) -> None:
+        """Read every .gitignore under the roots, and list the directories to watch.
+
+        Top-down, so that a directory's .gitignore is known before its subdirectories are
+        considered, and ignored trees (node_modules, build/) are never walked. A symlinked
+        directory is followed, as watchfiles and nodemon do, unless its target is already
+        in a watched tree or holds one (``loop -> ..``).
+        """
         self.gitignores = {}
+        self.directories = {}
+        self.left_out = set()
+        followed = [os.path.realpath(r) for r in self.roots if os.path.isdir(r)]
         for root in self.roots:
-            if not os.path.isdir(root):
+            if not os.path.isdir(root) or root in self.directories:
                 continue
-            for directory, subdirs, files in os.walk(root):
+            for directory, subdirs, files in os.walk(root, followlinks=True):
+                try:
+                    info = os.stat(directory)
+                except OSError:
+                    continue  # gone since its parent was listed
+                self.directories[directory] = (info.st_dev, info.st_ino)
                 if ".gitignore" in files:
                     gitignore = os.path.join(directory, ".gitignore")
                     self.gitignores[directory] = _read_gitignore(gitignore)
-                subdirs[:] = [d for d in subdirs if not self.ignored(os.path.join(directory, d))]
+                kept = []
+                for name in subdirs:
+                    path = os.path.join(directory, name)
+                    if self.ignored(path, is_dir=True):
+                        self.left_out.add(path)
+                        continue
+                    if os.path.islink(path):
+                        target = os.path.realpath(path)
+                        if any(_within(target, f) or _within(f, target) for f in followed):
+                            continue
+                        followed.append(target)
+                    kept.append(name)
+                subdirs[:] = kept
 
-    def ignored(self, path: str) -> bool:
-        """True when a change to ``path`` must not reload."""
+    def ignored(self, path: str, *, is_dir: bool | None = None) -> bool:
+        """True when a change to ``path`` must not reload.
+
+        A pattern that ends in ``/`` matches only a directory (as in git): ``is_dir`` None
+        asks the file system, and a path that is gone counts as a directory if the last
+        scan left it out as an ignored one (``rm -rf dist`` must not reload either).
+        """
         path = os.path.abspath(path)
         if any(path == d or path.startswith(d + os.sep) for d in self.ignore_dirs):
             return True
@@ -66,7 +102,10 @@ class IgnoreMatcher:
         relative = os.path.relpath(path, root)
         if relative == ".":
             return False
-        if ignored_by_default(relative.split(os.sep)) or self.extra.match_file(relative):
+        if is_dir is None:
+            is_dir = path in self.left_out or os.path.isdir(path)
+        slash = "/" if is_dir else ""
+        if ignored_by_default(relative.split(os.sep)) or self.extra.match_file(relative + slash):
             return True
         decision = False
         directory = os.path.dirname(path)
@@ -79,10 +118,14 @@ class IgnoreMatcher:
         for ancestor in reversed(ancestors):  # shallow to deep: the deepest opinion wins
             spec = self.gitignores.get(ancestor)
             if spec is not None:
-                verdict = spec.check_file(os.path.relpath(path, ancestor)).include
+                verdict = spec.check_file(os.path.relpath(path, ancestor) + slash).include
                 if verdict is not None:
                     decision = verdict
         return decision
+
+
+def _within(path: str, directory: str) -> bool:
+    return path == directory or path.startswith(directory.rstrip(os.sep) + os.sep)
 
 
 def _spec(lines: Iterable[str]) -> pathspec.GitIgnoreSpec:
@@ -191,26 +234,40 @@ def _watch_in_thread(
     # or gone, ends the watch, and the roots that exist are watched anew (a new directory
     # may even get the old inode number back); a missing one is looked for every
     # REWATCH_POLL seconds meanwhile, and a root made anew reloads once more.
+    # A batch after which the watch is built anew is handed over once the new one is in
+    # place: whoever reacts to it (writes in a new directory) is seen.
     roots = set(paths)
     watched: dict[str, tuple[int, int]] = {}
     anew: set[str] = set()
+    held: set[str] = set()
+    scanned = True  # by _prepare
     try:
         while not stop.is_set():
             present = _identities(paths)
             if not present:
+                if held:
+                    deliver(held)
+                    held = set()
                 stop.wait(REWATCH_POLL)
                 continue
             if watched:
                 anew |= {path for path, inode in present.items() if watched.get(path) != inode}
+            if not scanned:
+                matcher.rescan()
             watched = present
-            with RustNotify(list(present), False, False, 300, True, False) as notify:
-                anew &= present.keys()
-                if anew:  # what was written there before this watch began
-                    matcher.reload_gitignores()
-                    deliver(anew)
-                    anew = set()
+            if PER_DIRECTORY:
+                files = [path for path in present if path not in matcher.directories]
+                targets = files + list(matcher.directories)
+            else:
+                targets = list(present)
+            with RustNotify(targets, False, False, 300, not PER_DIRECTORY, False) as notify:
+                anew &= present.keys()  # roots made anew: written before this watch began
+                if anew or held:
+                    deliver(anew | held)
+                    anew, held = set(), set()
                 timeout_ms = 0 if len(present) == len(paths) else int(REWATCH_POLL * 1000)
                 while not stop.is_set():
+                    scanned = False  # unless this batch rescans, the next watch does
                     raw = notify.watch(step_ms, step_ms, timeout_ms, stop)
                     if raw == "timeout":  # a root is missing: is it back?
                         if _identities(paths).keys() != present.keys():
@@ -219,20 +276,59 @@ def _watch_in_thread(
                     if not isinstance(raw, set) or stop.is_set():
                         continue
                     changed = {path for _, path in raw}
-                    if any(os.path.basename(p) == ".gitignore" for p in changed):
-                        matcher.reload_gitignores()
+                    # a .gitignore changes what is ignored (and so which directories)
+                    scanned = any(os.path.basename(p) == ".gitignore" for p in changed)
+                    if scanned:
+                        matcher.rescan()
                     kept = {p for p in changed if not matcher.ignored(p)}
+                    anew |= roots & changed
+                    rewatch = bool(roots & changed) or _identities(paths) != present
+                    if PER_DIRECTORY and not rewatch:
+                        # each directory has a watch of its own: a new one, or one made
+                        # again, needs a new watch
+                        rewatch = scanned or _directories_changed(raw, kept, matcher)
+                    if rewatch:
+                        held |= kept
+                        break
                     if kept:
                         deliver(kept)
-                    if roots & changed or _identities(paths) != present:
-                        anew |= roots & changed
-                        break
     except Exception as exc:  # e.g. a path removed before the watch began
         deliver(exc)
 
 
 #: While a watched root is missing, how often to look for it again.
 REWATCH_POLL = 0.1
+
+#: On Linux every directory gets an inotify watch of its own, listed by
+#: ``IgnoreMatcher.rescan``, instead of one recursive watch of each root: a recursive watch
+#: also watches the ignored trees, and a big node_modules (30,000 directories) used up a
+#: user's inotify watches (8,192 on many systems), which ended development mode. FSEvents
+#: and ReadDirectoryChangesW watch a whole tree at no cost per directory (and watching
+#: each directory would restart an FSEvents stream per directory), so they stay recursive.
+PER_DIRECTORY = sys.platform.startswith("linux")
+
+
+def _directories_changed(raw: set[tuple[int, str]], kept: set[str], matcher: IgnoreMatcher) -> bool:
+    """Whether a watched directory was removed (its watch went with it), or one of ``kept``
+    is a directory that is not watched, or watched as another inode. A directory made
+    again may get the old inode number back, so the removal itself counts."""
+    if any(change == DELETED and path in matcher.directories for change, path in raw):
+        return True
+    for path in kept:
+        try:
+            info = os.stat(path)
+        except OSError:
+            continue
+        if stat.S_ISDIR(info.st_mode) and matcher.directories.get(path) != (
+            info.st_dev,
+            info.st_ino,
+        ):
+            return True
+    return False
+
+
+#: watchfiles' ``Change.deleted``
+DELETED = 3
 
 
 def _identities(paths: Iterable[str]) -> dict[str, tuple[int, int]]:
