@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
+import os
+from pathlib import Path
 
 import pytest
 
 from processman.adapters.config import DISCOVERY_ORDER, discover, load_config
 from processman.domain.errors import ConfigError
 from processman.domain.model import RestartPolicy
-
-if TYPE_CHECKING:
-    from pathlib import Path
 
 ENV = {"HOME": "/home/u", "PORT": "8000", "PATH": "/usr/bin"}
 
@@ -352,6 +350,28 @@ def test_directory_and_binary(tmp_path: Path) -> None:
     binary.write_bytes(b"\xff\xfe\x00")
     with pytest.raises(ConfigError, match="not UTF-8"):
         load_config(binary)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="POSIX FIFOs")
+def test_what_is_not_a_regular_file_is_refused_at_once(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo.toml"
+    os.mkfifo(fifo)  # nobody writes to it: opening it used to wait forever
+    big = tmp_path / "big.toml"
+    big.write_bytes(b"#" * (4 * 1024 * 1024 + 1))
+    cases = [
+        (fifo, "cannot read: not a regular file"),
+        (Path("/dev/null"), "cannot read: not a regular file"),
+        (big, "cannot read: larger than 4 MiB"),
+    ]
+    for path, reason in cases:
+        with pytest.raises(ConfigError) as info:
+            load_config(path, environ=ENV)
+        assert (info.value.file, info.value.reason) == (str(path), reason)
+    config = write(tmp_path, "p.toml", P + 'envFile = "fifo.toml"\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(config, environ=ENV)
+    assert info.value.field == "processes[0].envFile"
+    assert info.value.reason == f"cannot read {fifo}: not a regular file"
 
 
 def test_bad_api_override(tmp_path: Path) -> None:

@@ -109,8 +109,10 @@ def read_small_file(path: Path) -> bytes:
         OSError: with a ``strerror`` fit for a message (a FIFO or device would block or
             never end, so anything but a regular file is refused).
     """
-    with path.open("rb") as file:
-        info = os.fstat(file.fileno())
+    # O_NONBLOCK: opening a FIFO that no one writes to would otherwise wait forever
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with open(fd, "rb") as file:
+        info = os.fstat(fd)
         if stat.S_ISDIR(info.st_mode):
             raise IsADirectoryError(errno.EISDIR, "is a directory")
         if not stat.S_ISREG(info.st_mode):
