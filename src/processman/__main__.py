@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 from typing import TYPE_CHECKING
 
@@ -51,10 +53,17 @@ def import_dependency_injector() -> None:
 
 
 def main() -> None:
-    import_dependency_injector()
-    from processman.app.cli import main as run_command
+    try:
+        import_dependency_injector()
+        from processman.app.cli import main as run_command
 
-    run_command()
+        run_command()
+    except KeyboardInterrupt:
+        # Ctrl-C before `run` catches it (it does before its first spawn, so nothing runs
+        # yet), or in a command that does not: end as Python would, killed by SIGINT so
+        # that a calling shell stops too, but without a traceback of whatever was loading.
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
 
 
 if __name__ == "__main__":

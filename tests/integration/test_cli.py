@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -301,3 +302,27 @@ def test_run_without_console_writes_only_the_files(tmp_path: Path) -> None:
     # processman's own messages still are on stderr: a crash must not go unsaid
     assert re.search(r"echo +\| running \(pid \d+\)", err), err
     assert "SIGTERM received: stopping every process" in err
+
+
+def test_ctrl_c_in_a_client_command_ends_it_without_a_traceback() -> None:
+    # A server that takes the connection and never answers: `status` waits in its read.
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "processman", "status", "--api", f"http://127.0.0.1:{port}"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            server.settimeout(20)
+            connection, _ = server.accept()  # the client is past its imports, waiting
+            with connection:
+                proc.send_signal(signal.SIGINT)
+                _, err = proc.communicate(timeout=15)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert proc.returncode == -signal.SIGINT  # as Python ends on Ctrl-C: a shell loop stops
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
