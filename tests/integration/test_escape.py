@@ -236,8 +236,27 @@ def children_of(pid: int) -> list[int]:
     return [c.pid for c in psutil.Process(pid).children()]
 
 
+def signal_the_guardians(manager: int) -> None:
+    """What systemd's stop (SIGTERM to the whole service cgroup) or a stray kill sends: a
+    guardian that died of it left the manager unguarded, and its SIGKILL orphaned all."""
+    import psutil
+
+    guardians = [
+        c for c in psutil.Process(manager).children() if c.name() in ("sh", "dash", "awk", "mawk")
+    ]
+    assert guardians
+    for guardian in guardians:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):
+            guardian.send_signal(sig)
+    time.sleep(0.2)
+    assert all(g.is_running() and g.status() != psutil.STATUS_ZOMBIE for g in guardians)
+
+
 @needs_cgroups
-def test_sigkill_of_the_manager_leaves_nothing_behind(tmp_path: Path) -> None:
+@pytest.mark.parametrize("guardian_signalled", [False, True])
+def test_sigkill_of_the_manager_leaves_nothing_behind(
+    tmp_path: Path, guardian_signalled: bool
+) -> None:
     manager = run_supervisor(tmp_path)
     try:
         deadline = time.monotonic() + 20
@@ -247,6 +266,8 @@ def test_sigkill_of_the_manager_leaves_nothing_behind(tmp_path: Path) -> None:
             time.sleep(0.02)
         pids = [int((tmp_path / n).read_text()) for n in wanted] + children_of(manager.pid)
         assert all(pid_alive(p) for p in pids)
+        if guardian_signalled:
+            signal_the_guardians(manager.pid)
         manager.send_signal(signal.SIGKILL)
         manager.wait()
         alive = wait_dead(pids, 2)
@@ -379,13 +400,18 @@ def test_without_cgroups_the_subreaper_finds_double_forked_daemons(tmp_path: Pat
 
 
 @needs_linux
-def test_without_cgroups_the_groups_die_with_the_manager(tmp_path: Path) -> None:
+@pytest.mark.parametrize("guardian_signalled", [False, True])
+def test_without_cgroups_the_groups_die_with_the_manager(
+    tmp_path: Path, guardian_signalled: bool
+) -> None:
     manager = run_supervisor(tmp_path, {"PROCESSMAN_CGROUPS": "0"})
     try:
         setsid, daemon, grandchild = wait_files(
             tmp_path, ("setsid.pid", "daemon.pid", "grandchild.pid"), manager
         )
         children = [c for c in children_of(manager.pid) if c not in (setsid, daemon)]  # (adopted)
+        if guardian_signalled:
+            signal_the_guardians(manager.pid)
         manager.send_signal(signal.SIGKILL)
         manager.wait()
         alive = wait_dead([grandchild, *children])

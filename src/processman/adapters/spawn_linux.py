@@ -59,8 +59,14 @@ KILL_GRACE = 5.0
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
 
+#: A guardian ends only when the manager does (its pipe closes). The signals it would
+#: otherwise die of (systemd's stop sends SIGTERM to every process of the service's cgroup,
+#: a terminal's SIGHUP, a stray kill) left the manager unguarded: its SIGKILL then
+#: orphaned every child. Ignored signals stay ignored across exec (the awk guardian).
+_SIGNAL_PROOF = "trap '' HUP INT QUIT TERM; "
+
 _GUARDIAN = (
-    'read -r _; echo 1 > "$1/cgroup.kill" 2>/dev/null; i=0; '
+    _SIGNAL_PROOF + 'read -r _; echo 1 > "$1/cgroup.kill" 2>/dev/null; i=0; '
     'while [ $i -lt 40 ]; do rmdir "$1"/*/ 2>/dev/null; rmdir "$1" 2>/dev/null && exit 0; '
     "i=$((i+1)); sleep 0.05; done"
 )
@@ -156,7 +162,9 @@ class GroupGuardian:
     """An ``awk`` holding the live process groups; it kills them if the manager dies."""
 
     def __init__(self, awk: str) -> None:
-        self._process, self._pipe = _start_guardian([awk, _GROUP_GUARDIAN])
+        self._process, self._pipe = _start_guardian(
+            ["/bin/sh", "-c", _SIGNAL_PROOF + 'exec "$0" "$@"', awk, _GROUP_GUARDIAN]
+        )
 
     def add(self, pgid: int) -> None:
         """Kill this group if the manager dies."""
