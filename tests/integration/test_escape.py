@@ -258,6 +258,7 @@ def test_sigkill_of_the_manager_leaves_nothing_behind(
     tmp_path: Path, guardian_signalled: bool
 ) -> None:
     manager = run_supervisor(tmp_path)
+    pids: list[int] = []
     try:
         deadline = time.monotonic() + 20
         wanted = ("setsid.pid", "daemon.pid", "grandchild.pid")
@@ -265,6 +266,7 @@ def test_sigkill_of_the_manager_leaves_nothing_behind(
             assert time.monotonic() < deadline and manager.poll() is None
             time.sleep(0.02)
         pids = [int((tmp_path / n).read_text()) for n in wanted] + children_of(manager.pid)
+        pids += [d.pid for p in pids for d in psutil.Process(p).children(recursive=True)]
         assert all(pid_alive(p) for p in pids)
         if guardian_signalled:
             signal_the_guardians(manager.pid)
@@ -276,6 +278,9 @@ def test_sigkill_of_the_manager_leaves_nothing_behind(
         if manager.poll() is None:
             manager.kill()
             manager.wait()
+        for pid in pids:  # what a failing run left (they are ours: found through our manager)
+            if pid_alive(pid):
+                os.kill(pid, signal.SIGKILL)
 
 
 @needs_cgroups
