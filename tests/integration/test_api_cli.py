@@ -108,7 +108,7 @@ class Supervisor:
         finally:
             if self.proc.poll() is None:
                 self.proc.kill()
-                self.proc.wait()
+                self.proc.communicate()  # and its pipes closed
         assert self.proc.returncode == 0, err
         return err
 

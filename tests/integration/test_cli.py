@@ -49,7 +49,7 @@ def running(
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.wait()
+            proc.communicate()  # and its pipes closed: no ResourceWarning in a later test
 
 
 def write_config(tmp_path: Path, pid_file: Path) -> Path:
@@ -313,6 +313,8 @@ def test_ctrl_c_in_a_client_command_ends_it_without_a_traceback() -> None:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            # as from a terminal: a background job (a CI runner's) may have SIGINT ignored
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # noqa: PLW1509
         )
         try:
             server.settimeout(20)
@@ -323,6 +325,6 @@ def test_ctrl_c_in_a_client_command_ends_it_without_a_traceback() -> None:
         finally:
             if proc.poll() is None:
                 proc.kill()
-                proc.wait()
+                proc.communicate()  # and its pipes closed
     assert proc.returncode == -signal.SIGINT  # as Python ends on Ctrl-C: a shell loop stops
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
