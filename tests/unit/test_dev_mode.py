@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import anyio
 import pytest
+from loguru import logger
 
 from processman import ProcessManager, Status
 from processman.domain.errors import WatchError
 from processman.domain.model import Config, LogSettings, ProcessSpec
 from processman.domain.ports import WatchRequest
+from processman.domain.reload_loop import REPEATS, ReloadLoop
 from tests.fakes import FakeClock, FakeProcess, FakeSpawner, FakeWatcher, RecordingSink
 
 pytestmark = pytest.mark.anyio
@@ -153,3 +155,45 @@ async def test_processes_without_dev_mode_are_not_watched() -> None:
     async with manager(dev_config(dev_mode=False), FakeSpawner(), watcher):
         await settle()
     assert watcher.requests == []
+
+
+def test_reload_loop_needs_the_same_files_soon_after_each_reload() -> None:
+    loop = ReloadLoop(repeats=3, within=2.0)
+    cache = frozenset({"/src/cache.json"})
+    assert [loop.reload(t, cache) for t in (0.0, 0.5, 1.0, 1.5, 2.0)] == [
+        False,
+        False,
+        True,  # the third in a row: said once
+        False,
+        False,
+    ]
+    other = ReloadLoop(repeats=3, within=2.0)
+    assert not other.reload(0.0, cache)
+    assert not other.reload(0.5, cache)
+    assert not other.reload(3.0, cache)  # too late: a developer's save, the count restarts
+    assert not other.reload(3.5, frozenset({"/src/app.py"}))  # other files: restarts too
+    assert not other.reload(4.0, frozenset({"/src/app.py"}))
+    assert other.reload(4.5, frozenset({"/src/app.py"}))
+
+
+async def test_a_process_that_reloads_itself_is_pointed_out_once() -> None:
+    spawner, watcher, clock = FakeSpawner(), FakeWatcher(), FakeClock()
+    said: list[tuple[str, str]] = []
+    logger.enable("processman")
+    handler = logger.add(lambda m: said.append((m.record["level"].name, m.record["message"])))
+    try:
+        async with manager(dev_config(), spawner, watcher, clock) as m:
+            await settle()
+            for _ in range(2 * REPEATS):  # it writes its cache at each start
+                watcher.emit("/src/cache.json")
+                await settle()
+                await clock.advance(0.3)
+            assert m.status("dev").restart_count == 2 * REPEATS  # it still reloads
+    finally:
+        logger.remove(handler)
+        logger.disable("processman")
+    warnings = [message for level, message in said if level == "WARNING"]
+    assert warnings == [
+        f"/src/cache.json changed again right after each of the last {REPEATS} reloads: if "
+        "the process writes it itself, add it to watchIgnore, or it reloads for ever"
+    ]

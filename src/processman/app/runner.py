@@ -21,6 +21,7 @@ from processman.domain.interpreter import resolve_argv
 from processman.domain.lines import LineSplitter
 from processman.domain.model import ProcessSpec, ProcessStatus, Status
 from processman.domain.ports import LogBatch, SpawnRequest, WatchRequest
+from processman.domain.reload_loop import ReloadLoop
 from processman.domain.state import (
     CancelRetry,
     Effect,
@@ -90,6 +91,7 @@ class ProcessRunner:
         self._ignore_dirs = ignore_dirs
         self._reload_wanted = False
         self._reloading = False
+        self._reload_loop = ReloadLoop()
         self._state = State()
         self._lock = anyio.Lock()
         self._closed = False
@@ -265,6 +267,13 @@ class ProcessRunner:
 
     def _on_change(self, changed: set[str]) -> None:
         self._log.info("{} changed: reloading", _describe_changes(changed))
+        if self._reload_loop.reload(self._clock.monotonic(), frozenset(changed)):
+            self._log.warning(
+                "{} changed again right after each of the last {} reloads: if the process "
+                "writes it itself, add it to watchIgnore, or it reloads for ever",
+                _describe_changes(changed),
+                self._reload_loop.repeats,
+            )
         self._reload_wanted = True
         if not self._reloading:
             self._reloading = True
