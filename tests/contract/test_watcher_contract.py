@@ -256,3 +256,23 @@ async def test_making_and_removing_an_ignored_directory_is_no_change(tmp_path: P
         await anyio.sleep(0.2)
         await _touch(tmp_path / "sentinel.py", "x")
         assert await next_batch(batches) == {str(tmp_path / "sentinel.py")}
+
+
+async def test_the_file_this_process_writes_its_output_to_is_no_change(tmp_path: Path) -> None:
+    # `processman run > out.txt` in the watched tree: each reload's own log line reloaded
+    # again, for ever (57 reloads in 4 s)
+    out = tmp_path / "out.txt"
+    saved = os.dup(1)
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    os.dup2(fd, 1)
+    os.close(fd)
+    try:
+        request = WatchRequest(paths=(str(tmp_path),), debounce=0.05)
+        async with watching(WatchfilesWatcher(), request, _touch) as batches:
+            os.write(1, b"dev | /src/app.py changed: reloading\n")
+            await anyio.sleep(0.2)
+            await _touch(tmp_path / "sentinel.py", "x")
+            assert await next_batch(batches) == {str(tmp_path / "sentinel.py")}
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)

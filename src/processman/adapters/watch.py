@@ -46,6 +46,8 @@ class IgnoreMatcher:
         self.directories: dict[str, tuple[int, int]] = {}
         #: the ignored directories the scan did not enter (node_modules, dist/)
         self.left_out: set[str] = set()
+        #: (device, inode) of the regular files this process's stdout and stderr go to
+        self.own_output: set[tuple[int, int]] = set()
         self.rescan()
 
     def rescan(self) -> None:
@@ -59,6 +61,7 @@ class IgnoreMatcher:
         self.gitignores = {}
         self.directories = {}
         self.left_out = set()
+        self.own_output = _own_output()
         followed = [os.path.realpath(r) for r in self.roots if os.path.isdir(r)]
         for root in self.roots:
             if not os.path.isdir(root) or root in self.directories:
@@ -92,6 +95,9 @@ class IgnoreMatcher:
         A pattern that ends in ``/`` matches only a directory (as in git): ``is_dir`` None
         asks the file system, and a path that is gone counts as a directory if the last
         scan left it out as an ignored one (``rm -rf dist`` must not reload either).
+        The file this process's own stdout or stderr goes to is ignored too
+        (``processman run > out.txt`` in the watched tree): each reload's log line would
+        reload again, for ever.
         """
         path = os.path.abspath(path)
         if any(path == d or path.startswith(d + os.sep) for d in self.ignore_dirs):
@@ -103,7 +109,14 @@ class IgnoreMatcher:
         if relative == ".":
             return False
         if is_dir is None:
-            is_dir = path in self.left_out or os.path.isdir(path)
+            try:
+                info = os.stat(path)
+            except OSError:
+                is_dir = path in self.left_out
+            else:
+                if (info.st_dev, info.st_ino) in self.own_output:
+                    return True
+                is_dir = stat.S_ISDIR(info.st_mode)
         slash = "/" if is_dir else ""
         if ignored_by_default(relative.split(os.sep)) or self.extra.match_file(relative + slash):
             return True
@@ -122,6 +135,18 @@ class IgnoreMatcher:
                 if verdict is not None:
                     decision = verdict
         return decision
+
+
+def _own_output() -> set[tuple[int, int]]:
+    found = set()
+    for fd in (1, 2):
+        try:
+            info = os.fstat(fd)
+        except OSError:
+            continue  # closed
+        if stat.S_ISREG(info.st_mode):
+            found.add((info.st_dev, info.st_ino))
+    return found
 
 
 def _within(path: str, directory: str) -> bool:
