@@ -332,6 +332,9 @@ REWATCH_POLL = 0.1
 #: each directory would restart an FSEvents stream per directory), so they stay recursive.
 PER_DIRECTORY = sys.platform.startswith("linux")
 
+#: watchfiles' ``Change.deleted``
+DELETED = 3
+
 
 def _directories_changed(raw: set[tuple[int, str]], kept: set[str], matcher: IgnoreMatcher) -> bool:
     """Whether a watched directory was removed (its watch went with it), or one of ``kept``
@@ -350,10 +353,6 @@ def _directories_changed(raw: set[tuple[int, str]], kept: set[str], matcher: Ign
         ):
             return True
     return False
-
-
-#: watchfiles' ``Change.deleted``
-DELETED = 3
 
 
 def _identities(paths: Iterable[str]) -> dict[str, tuple[int, int]]:
