@@ -78,7 +78,7 @@ class IgnoreMatcher:
                 kept = []
                 for name in subdirs:
                     path = os.path.join(directory, name)
-                    if self.ignored(path, is_dir=True):
+                    if self._leaves_out(path, name):
                         self.left_out.add(path)
                         continue
                     if os.path.islink(path):
@@ -100,13 +100,10 @@ class IgnoreMatcher:
         reload again, for ever.
         """
         path = os.path.abspath(path)
-        if any(path == d or path.startswith(d + os.sep) for d in self.ignore_dirs):
+        if self._in_ignored_dir(path):
             return True
-        root = next((r for r in self.roots if path == r or path.startswith(r + os.sep)), None)
-        if root is None:
-            return False
-        relative = os.path.relpath(path, root)
-        if relative == ".":
+        root = self._root(path)
+        if root is None or path == root:
             return False
         if is_dir is None:
             try:
@@ -117,9 +114,32 @@ class IgnoreMatcher:
                 if (info.st_dev, info.st_ino) in self.own_output:
                     return True
                 is_dir = stat.S_ISDIR(info.st_mode)
-        slash = "/" if is_dir else ""
-        if ignored_by_default(relative.split(os.sep)) or self.extra.match_file(relative + slash):
+        relative = _below(path, root)
+        return self._by_rules(root, path, relative, relative.split(os.sep), is_dir)
+
+    def _leaves_out(self, path: str, name: str) -> bool:
+        """Whether the scan leaves out the directory ``path``, whose parent it watches (so
+        only its own name is matched against the defaults)."""
+        if self._in_ignored_dir(path):
             return True
+        root = self._root(path)
+        return root is not None and self._by_rules(root, path, _below(path, root), (name,), True)
+
+    def _in_ignored_dir(self, path: str) -> bool:
+        return any(path == d or path.startswith(d + os.sep) for d in self.ignore_dirs)
+
+    def _root(self, path: str) -> str | None:
+        return next((r for r in self.roots if path == r or path.startswith(r + os.sep)), None)
+
+    def _by_rules(
+        self, root: str, path: str, relative: str, parts: Iterable[str], is_dir: bool
+    ) -> bool:
+        """The defaults (on ``parts``), ``watchIgnore`` and the .gitignore files."""
+        slash = "/" if is_dir else ""
+        if ignored_by_default(parts) or self.extra.match_file(relative + slash):
+            return True
+        if not self.gitignores:
+            return False
         decision = False
         directory = os.path.dirname(path)
         ancestors = []
@@ -131,10 +151,15 @@ class IgnoreMatcher:
         for ancestor in reversed(ancestors):  # shallow to deep: the deepest opinion wins
             spec = self.gitignores.get(ancestor)
             if spec is not None:
-                verdict = spec.check_file(os.path.relpath(path, ancestor) + slash).include
+                verdict = spec.check_file(_below(path, ancestor) + slash).include
                 if verdict is not None:
                     decision = verdict
         return decision
+
+
+def _below(path: str, directory: str) -> str:
+    """``path`` relative to ``directory``, which holds it (a cheaper ``os.path.relpath``)."""
+    return path[len(directory) :].lstrip(os.sep)
 
 
 def _own_output() -> set[tuple[int, int]]:
