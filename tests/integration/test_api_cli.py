@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -19,6 +20,8 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from processman.adapters.api_client import ApiClient
+from processman.domain.errors import ApiUnreachableError
 from tests.conftest import TESTDATA, pid_alive
 
 if TYPE_CHECKING:
@@ -390,3 +393,68 @@ def test_the_config_token_wins_over_the_environment(tmp_path: Path) -> None:
         assert running.cli("status", token="from-file").returncode == 0
     finally:
         running.shutdown()
+
+
+@contextlib.contextmanager
+def stalling_server(answer: bytes) -> Iterator[str]:
+    """A server that sends ``answer`` to each connection and then nothing: processman run
+    stopped with Ctrl-Z, or something that is not processman."""
+    server = socket.create_server(("127.0.0.1", 0))
+    connections: list[socket.socket] = []
+
+    def serve() -> None:
+        while True:
+            try:
+                connection, _ = server.accept()
+            except OSError:
+                return  # closed
+            connection.recv(65536)
+            connection.sendall(answer)
+            connections.append(connection)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    finally:
+        with contextlib.suppress(OSError):
+            server.shutdown(socket.SHUT_RDWR)  # wakes the accept (a close alone does not)
+        server.close()
+        thread.join(5)
+        for connection in connections:
+            connection.close()
+
+
+SSE_HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"",  # not even a status line
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n[",
+    ],
+)
+def test_a_server_that_never_answers_is_unreachable_not_a_hang(answer: bytes) -> None:
+    with stalling_server(answer) as url:
+        client = ApiClient(url, answer_timeout=0.3)
+        started = time.monotonic()
+        with pytest.raises(ApiUnreachableError, match="timed out"):
+            client.get("/api/processes")
+        assert time.monotonic() - started < 5
+
+
+def test_a_log_stream_gone_silent_ends_the_follow() -> None:
+    # The server sends a keep-alive every 15 s: a stream silent for longer is dead.
+    answer = SSE_HEAD + b'data: {"line": "last words"}\n\n'
+    with stalling_server(answer) as url:
+        client = ApiClient(url, stream_silence=0.3)
+        received = []
+        with pytest.raises(ApiUnreachableError) as info:
+            for event in client.events("/api/processes/x/logs/stream"):
+                received.append(event)
+    assert received == [("message", '{"line": "last words"}')]
+    assert (
+        str(info.value)
+        == f"cannot reach the processman API at {url}: the log stream was silent for 0.3 s"
+    )
