@@ -100,6 +100,20 @@ def test_check_prints_each_process(tmp_path: Path) -> None:
     assert explicit.splitlines()[1:] == result.stdout.splitlines()[1:]
 
 
+def test_check_names_a_broken_venv_link(tmp_path: Path) -> None:
+    (tmp_path / ".venv" / "bin").mkdir(parents=True)
+    (tmp_path / ".venv" / "bin" / "python").symlink_to("/nonexistent/python3.9")
+    (tmp_path / "w.py").write_text("print('ran')\n")
+    (tmp_path / "processman.toml").write_text('[[processes]]\nid = "w"\nscript = "w.py"\n')
+    result = processman("check", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr  # the config is valid; the machine is not
+    broken = (
+        f"{tmp_path}/.venv/bin/python (a broken link to /nonexistent/python3.9: its target is gone)"
+    )
+    assert f"  warning:     no interpreter found; tried {broken}\n" in result.stdout
+    assert "  interpreter: none found (see the warning above) (auto)\n" in result.stdout
+
+
 def test_the_command_imports_dependency_injector_without_its_integrations(
     tmp_path: Path,
 ) -> None:

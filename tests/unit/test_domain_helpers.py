@@ -195,6 +195,22 @@ def test_not_found_lists_every_candidate() -> None:
     assert "/app/.venv/bin/python" in str(info.value)
 
 
+def test_a_broken_venv_link_is_an_error_not_the_systems_python() -> None:
+    # A venv whose Python was removed (an upgrade): falling through to python3 on PATH ran
+    # the script without its packages, and the error was an ImportError in the child.
+    links = {"/app/.venv/bin/python": "/usr/local/bin/python3.9"}
+    with pytest.raises(InterpreterNotFoundError) as info:
+        resolve_argv(
+            script_spec("w.py"),
+            exists=lambda p: False,
+            which=lambda n: "/usr/bin/python3",
+            broken_link=links.get,
+        )
+    assert info.value.tried == (
+        "/app/.venv/bin/python (a broken link to /usr/local/bin/python3.9: its target is gone)",
+    )
+
+
 def test_explicit_interpreter() -> None:
     argv, _ = resolve_argv(
         script_spec("w.py", interpreter="pypy3"),

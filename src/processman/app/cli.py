@@ -30,13 +30,13 @@ from processman.adapters.config import load_config
 from processman.adapters.logs import add_console_sink
 from processman.app.container import Container
 from processman.app.manager import ProcessManager
+from processman.app.runner import resolve_here
 from processman.domain.errors import (
     ApiError,
     ApiUnreachableError,
     ConfigError,
     InterpreterNotFoundError,
 )
-from processman.domain.interpreter import resolve_argv
 from processman.domain.model import Config
 
 if TYPE_CHECKING:
@@ -304,18 +304,22 @@ def check(path: str | None) -> int:
     print(f"# {config.source}: {len(config.processes)} process(es)")
     for spec in config.processes:
         print(spec.id)
+        missing = False
         try:
-            argv, interpreter = resolve_argv(
-                spec, exists=os.path.exists, which=shutil.which, windows=sys.platform == "win32"
-            )
+            argv, interpreter = resolve_here(spec)
         except InterpreterNotFoundError as exc:
-            argv, interpreter = (spec.script or "", *spec.args), None
+            argv, interpreter, missing = (spec.script or "", *spec.args), None, True
             print(f"  warning:     {exc.reason}")
         print(f"  argv:        {shlex.join(argv)}")
         print(f"  cwd:         {spec.cwd}")
         if spec.script is not None:
             chosen = spec.interpreter or "auto"
-            shown = interpreter or "none (run directly: needs a shebang and the run bit)"
+            if interpreter is not None:
+                shown = interpreter
+            elif missing:
+                shown = "none found (see the warning above)"
+            else:
+                shown = "none (run directly: needs a shebang and the run bit)"
             print(f"  interpreter: {shown} ({chosen})")
         else:
             program = argv[0]

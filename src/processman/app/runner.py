@@ -353,9 +353,7 @@ class ProcessRunner:
     # --- helpers --------------------------------------------------------------------
 
     def _resolve_argv(self) -> tuple[tuple[str, ...], str | None]:
-        return resolve_argv(
-            self.spec, exists=os.path.exists, which=shutil.which, windows=sys.platform == "win32"
-        )
+        return resolve_here(self.spec)
 
     def _preview_argv(self) -> tuple[str, ...]:
         try:
@@ -379,6 +377,25 @@ class ProcessRunner:
             self._log.info("{}; not restarted (restart = {})", _ended(event), self.spec.restart)
         elif new.status is Status.STOPPED and old.status is Status.STOPPING:
             self._log.info("stopped")
+
+
+def resolve_here(spec: ProcessSpec) -> tuple[tuple[str, ...], str | None]:
+    """``resolve_argv`` on this machine: its file system and PATH."""
+    return resolve_argv(
+        spec,
+        exists=os.path.exists,
+        which=shutil.which,
+        windows=sys.platform == "win32",
+        broken_link=_broken_link,
+    )
+
+
+def _broken_link(path: str) -> str | None:
+    try:
+        target = os.readlink(path)
+    except OSError:
+        return None  # not a link, or not there
+    return None if os.path.exists(path) else target
 
 
 def _describe_changes(paths: set[str]) -> str:

@@ -57,11 +57,16 @@ def resolve_argv(
     exists: Callable[[str], bool],
     which: Callable[[str], str | None],
     windows: bool = False,
+    broken_link: Callable[[str], str | None] = lambda _: None,
 ) -> tuple[tuple[str, ...], str | None]:
     """Return ``(argv, interpreter)`` for a spec; ``interpreter`` is None when there is none.
 
     A ``command`` is returned as written (the OS looks its program up on PATH). A
     found interpreter is used at the path where it was found, not resolved further.
+    ``broken_link(path)`` gives the target of a link that leads nowhere: such a candidate
+    ends the search with an error, instead of falling through to the next one (a venv
+    whose Python was removed would otherwise run the script on the system's python3,
+    without its packages).
 
     Raises:
         InterpreterNotFoundError: listing every candidate that was tried.
@@ -76,11 +81,17 @@ def resolve_argv(
             return (script, *spec.args), None
     else:
         tried = [spec.interpreter]
+    described = []
     for candidate in tried:
         found = _find(candidate, exists, which)
         if found is not None:
             return (found, script, *spec.args), found
-    raise InterpreterNotFoundError(script, [_describe(c) for c in tried])
+        target = broken_link(candidate) if "/" in candidate or "\\" in candidate else None
+        if target is not None:
+            described.append(f"{candidate} (a broken link to {target}: its target is gone)")
+            break
+        described.append(_describe(candidate))
+    raise InterpreterNotFoundError(script, described)
 
 
 def _find(
