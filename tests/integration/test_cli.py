@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import signal
 import socket
@@ -299,11 +300,12 @@ def test_run_without_console_writes_only_the_files(tmp_path: Path) -> None:
     # console = false: no child line on stderr (and no loguru record for it), every
     # line in logs.dir, written before run leaves
     config = write_config(tmp_path, tmp_path / "pid")
+    missing = '[[processes]]\nid = "missing"\ncommand = "no-such-program-xyz"\nmaxRetries = 0\n'
     config.write_text(
-        config.read_text() + f'\n[logs]\nconsole = false\ndir = "{tmp_path / "logs"}"\n'
+        config.read_text() + missing + f'\n[logs]\nconsole = false\ndir = "{tmp_path / "logs"}"\n'
     )
     log = tmp_path / "logs" / "echo.log"
-    with running(config, "--only", "echo") as proc:
+    with running(config, "--only", "echo,missing") as proc:
         deadline = time.monotonic() + 15
         while not (log.exists() and "Hello from Python" in log.read_text()):
             assert time.monotonic() < deadline and proc.poll() is None, "no line in the file"
@@ -313,9 +315,10 @@ def test_run_without_console_writes_only_the_files(tmp_path: Path) -> None:
     assert proc.returncode == 0, err
     assert "Hello from Python" not in out + err
     assert " stdout | Hello from Python" in log.read_text()
-    # processman's own messages still are on stderr: a crash must not go unsaid
-    assert re.search(r"echo +\| running \(pid \d+\)", err), err
-    assert "SIGTERM received: stopping every process" in err
+    # processman's warnings and errors still are on stderr (a crash must not go unsaid),
+    # not a line per start and stop
+    assert "missing | crashed: gave up after 0 restarts: cannot start no-such-program-xyz" in err
+    assert "running (pid" not in err and "SIGTERM received" not in err, err
 
 
 def test_ctrl_c_in_a_client_command_ends_it_without_a_traceback() -> None:
@@ -342,3 +345,28 @@ def test_ctrl_c_in_a_client_command_ends_it_without_a_traceback() -> None:
                 proc.communicate()  # and its pipes closed
     assert proc.returncode == -signal.SIGINT  # as Python ends on Ctrl-C: a shell loop stops
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+
+
+def test_a_console_nobody_reads_never_holds_up_the_children(tmp_path: Path) -> None:
+    # `processman run | less`, paused, or Ctrl-S in a terminal: the console's write blocked
+    # the event loop, so the chatty child blocked on its full pipe (8 s in the probe).
+    done = tmp_path / "done"
+    chatty = (
+        "import sys, time\n"
+        "for i in range(50_000): print(f'line {i} ' + 'x' * 50)\n"
+        f"sys.stdout.flush(); open({str(done)!r}, 'w').close(); time.sleep(60)\n"
+    )
+    config = tmp_path / "processman.toml"
+    config.write_text(
+        f'[[processes]]\nid = "chatty"\ncommand = ["{sys.executable}", "-c", {json.dumps(chatty)}]\n'
+    )
+    with running(config) as proc:  # its stderr is a pipe this test does not read yet
+        deadline = time.monotonic() + 20
+        while not done.exists():
+            assert time.monotonic() < deadline, "the child was held up by the console"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0
+    assert re.search(r"\[processman: \d+ console lines dropped: the console was not read\]", err)
+    assert "SIGTERM received" in err  # what came after the gap is shown

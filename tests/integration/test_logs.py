@@ -6,6 +6,8 @@ import io
 import os
 import re
 import sys
+import threading
+import time
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -333,7 +335,8 @@ def test_console_stamps_each_line_with_its_own_millisecond() -> None:
         base.replace(hour=10, microsecond=124_000),  # only the hour differs
         base.replace(microsecond=123_000),
     ):
-        sink(_message("x", when))
+        sink.write(_message("x", when))
+    sink.stop()
     assert [line[:12] for line in console.getvalue().splitlines()] == [
         "09:05:07.123",
         "09:05:07.123",
@@ -348,9 +351,46 @@ def test_console_lines_reach_the_file_at_once(tmp_path: Path, buffering: int) ->
     path = tmp_path / "console"
     with open(path, "w", buffering=buffering) as stream:
         sink = ConsoleSink(["web"], stream, colorize=False)
-        assert sink.flush_each_line is (buffering != 1)  # stderr is line-buffered: no flush a line
-        sink(_message("first", datetime(2026, 11, 28, 9, 5, 7)))
-        assert path.read_text().endswith("web | first\n")  # before the file is closed
-    unbuffered = io.TextIOWrapper(io.FileIO(path, "w"), write_through=True)  # python -u
-    with unbuffered:
-        assert ConsoleSink(["web"], unbuffered, colorize=False).flush_each_line is False
+        sink.write(_message("first", datetime(2026, 11, 28, 9, 5, 7)))
+        deadline = time.monotonic() + 5
+        while not path.read_text().endswith("web | first\n"):  # before the stop, the close
+            assert time.monotonic() < deadline, "the line never reached the file"
+            time.sleep(0.01)
+        sink.stop()
+
+
+class _StuckConsole(io.StringIO):
+    """A console nobody reads: a write waits until ``read_again`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.read_again = threading.Event()
+
+    def write(self, text: str) -> int:
+        self.read_again.wait(10)
+        return super().write(text)
+
+
+def test_a_console_that_is_not_read_never_holds_up_the_sink() -> None:
+    # A paused pager or Ctrl-S: the write blocked the event loop, and so every child.
+    console = _StuckConsole()
+    sink = ConsoleSink(["web"], console, colorize=False, limit=10_000)
+    started = time.monotonic()
+    for i in range(5_000):
+        sink.write(_message(f"line {i}", datetime(2026, 11, 28, 9, 5, 7)))
+    assert time.monotonic() - started < 2  # never waited for the console
+    console.read_again.set()
+    sink.stop()
+    # Each gap is said where it was, with its size: nothing lost without a word.
+    expected = 0
+    for row in console.getvalue().splitlines():
+        dropped = re.fullmatch(
+            r"\[processman: (\d+) console lines dropped: the console was not read\]", row
+        )
+        if dropped:
+            expected += int(dropped.group(1))
+        else:
+            assert row.endswith(f" web | line {expected}"), row
+            expected += 1
+    assert expected == 5_000
+    assert "dropped" in console.getvalue()  # 10,000 bytes cannot hold 5,000 lines

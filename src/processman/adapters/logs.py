@@ -7,8 +7,8 @@ line stays a list append or a string join, not a Python call per line per sink.
 from __future__ import annotations
 
 import errno
-import io
 import os
+import threading
 import time
 from collections import deque
 from typing import IO, TYPE_CHECKING, Any, TextIO
@@ -267,18 +267,88 @@ class ConsoleSink:
     loguru only renders ``{message}`` (and a traceback); the prefix is built here,
     because loguru's ``{time:HH:mm:ss.SSS}`` and markup parsing cost more than the rest
     of the log path together (a chatty child would be held back by its console).
+
+    The lines are written by a thread of the sink's own, a batch at a time. A console
+    that is not read (a paused pager, Ctrl-S in a terminal) used to block the manager's
+    event loop in its write, and with it every child writing to a full pipe, and the
+    API. Now it blocks that thread only; beyond ``limit`` bytes waiting, lines are
+    dropped and counted (processman's own only beyond twice that), and the count is shown
+    once the console reads again. ``stop``
+    (loguru calls it when the handler is removed) writes what waits, within
+    ``STOP_GRACE`` seconds.
     """
 
-    def __init__(self, process_ids: list[str], stream: TextIO, colorize: bool) -> None:
+    def __init__(
+        self, process_ids: list[str], stream: TextIO, colorize: bool, limit: int = 1 << 20
+    ) -> None:
         self.stream = stream
         self.width = max((len(pid) for pid in process_ids), default=0)
         codes = list(CONSOLE_COLOURS.values())
         self.colours = {pid: codes[i % len(codes)] for i, pid in enumerate(process_ids)}
         self.colorize = colorize
-        self.flush_each_line = not _flushes_each_line(stream)
+        self.limit = limit
         self._stamp = ((-1, -1, -1, -1), "")  # the last millisecond's "HH:MM:SS.mmm"
+        self._lock = threading.Lock()
+        self._waiting: list[str] = []
+        self._waiting_bytes = 0
+        self._dropped = 0
+        self._stopping = False
+        self._wake = threading.Event()
+        self._writer: threading.Thread | None = None
 
-    def __call__(self, message: Any) -> None:
+    def write(self, message: Any) -> None:
+        """Format one record and hand it to the writer: never waits for the console."""
+        line = self._format(message)
+        # processman's own lines (a crash, the stop) have room beyond the children's
+        own = message.record["extra"].get("stream") == "manager"
+        with self._lock:
+            if self._waiting_bytes >= (2 * self.limit if own else self.limit):
+                self._dropped += 1
+                return
+            self._waiting.append(line)
+            self._waiting_bytes += len(line)
+            if self._writer is None:  # on the first line, not at construction
+                self._writer = threading.Thread(
+                    target=self._write_batches, name="processman-console", daemon=True
+                )
+                self._writer.start()
+        if not self._wake.is_set():
+            self._wake.set()
+
+    def stop(self) -> None:
+        """Write what waits (within ``STOP_GRACE`` seconds), and end the writer."""
+        with self._lock:
+            self._stopping = True
+            writer = self._writer
+        self._wake.set()
+        if writer is not None:
+            writer.join(STOP_GRACE)
+
+    def _write_batches(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            with self._lock:
+                lines, self._waiting, self._waiting_bytes = self._waiting, [], 0
+                dropped, self._dropped = self._dropped, 0
+                stopping = self._stopping
+            if dropped:  # they came after the lines that were waiting
+                lines.append(
+                    f"[processman: {dropped} console lines dropped: the console was not read]\n"
+                )
+            if lines:
+                try:
+                    self.stream.write("".join(lines))
+                    self.stream.flush()
+                except (OSError, ValueError):
+                    pass  # a closed or broken console: the other sinks have the lines
+            if stopping:
+                with self._lock:
+                    if not self._waiting and not self._dropped:
+                        return
+                self._wake.set()
+
+    def _format(self, message: Any) -> str:
         record = message.record
         extra = record["extra"]
         process = str(extra["process"])
@@ -295,22 +365,13 @@ class ConsoleSink:
             line = f"\x1b[2m{stamp}\x1b[0m \x1b[{colour}m{process: <{self.width}}\x1b[0m | "
             if extra.get("stream") == "manager":
                 text = f"\x1b[2m{text.rstrip(chr(10))}\x1b[0m\n"
-            line += text
-        else:
-            line = f"{stamp} {process: <{self.width}} | {text}"
-        self.stream.write(line)
-        if self.flush_each_line:
-            self.stream.flush()
+            return line + text
+        return f"{stamp} {process: <{self.width}} | {text}"
 
 
-def _flushes_each_line(stream: TextIO) -> bool:
-    """Whether a line written to ``stream`` reaches its file without a flush: stderr is
-    line-buffered (Python 3.9+), or written through unbuffered (``python -u``,
-    ``PYTHONUNBUFFERED``). A flush per line is a tenth of the console's cost."""
-    if getattr(stream, "line_buffering", False):
-        return True
-    raw = isinstance(getattr(stream, "buffer", None), io.RawIOBase)
-    return raw and bool(getattr(stream, "write_through", False))
+#: How long the console's last lines may take to be written when processman stops: a
+#: console that is not read must not hold up the exit for ever.
+STOP_GRACE = 5.0
 
 
 def _should_colorize(stream: TextIO) -> bool:
@@ -331,9 +392,11 @@ def add_console_sink(
     """Add the console sink ``<time> <id> | <line>`` (a colour per process) to loguru.
 
     Only records that carry a ``process`` extra are shown, and with ``children`` False
-    only the manager's own (starts, exits, errors: ``console = false``). Colours follow
-    the stream (a terminal, ``NO_COLOR``, ``FORCE_COLOR``) when ``colorize`` is None.
-    Returns the handler id, so the caller removes exactly what it added.
+    (``console = false``) only processman's own warnings and errors: a restart, a crash,
+    a log file that cannot be written; not a line per start and stop (500 of those cost
+    a launch of 500 children ~4 %). Colours follow the stream (a terminal, ``NO_COLOR``,
+    ``FORCE_COLOR``) when ``colorize`` is None. Returns the handler id, so the caller
+    removes exactly what it added.
     """
     sink = ConsoleSink(
         process_ids, stream, _should_colorize(stream) if colorize is None else colorize
@@ -343,7 +406,7 @@ def add_console_sink(
         format="{message}",  # loguru adds "\n{exception}"
         filter=_any_process if children else _the_manager,
         colorize=False,
-        level="INFO",
+        level="INFO" if children else "WARNING",
     )
 
 

@@ -213,8 +213,8 @@ def run(path: str | None, *, only: str | None = None, api: str | None = None) ->
         except OSError as exc:
             return _fail(f"cannot listen on {config.api.listen}: {exc.strerror or exc}")
     logger.remove()
-    # console = false hides the children's lines, not processman's own: a crash or a full
-    # disk is still said on stderr, as supervisord and PM2 keep their own log
+    # console = false hides the children's lines, not processman's warnings and errors: a
+    # crash or a full disk is still said on stderr
     handler = add_console_sink(
         [s.id for s in config.processes],
         sys.stderr,
