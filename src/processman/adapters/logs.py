@@ -273,9 +273,8 @@ class ConsoleSink:
     event loop in its write, and with it every child writing to a full pipe, and the
     API. Now it blocks that thread only; beyond ``limit`` bytes waiting, lines are
     dropped and counted (processman's own only beyond twice that), and the count is shown
-    once the console reads again. ``stop``
-    (loguru calls it when the handler is removed) writes what waits, within
-    ``STOP_GRACE`` seconds.
+    once the console reads again. ``stop`` (loguru calls it when the handler is removed)
+    writes what waits, within ``STOP_GRACE`` seconds.
     """
 
     def __init__(
