@@ -370,3 +370,23 @@ def test_a_console_nobody_reads_never_holds_up_the_children(tmp_path: Path) -> N
     assert proc.returncode == 0
     assert re.search(r"\[processman: \d+ console lines dropped: the console was not read\]", err)
     assert "SIGTERM received" in err  # what came after the gap is shown
+
+
+def test_check_warns_of_what_would_fail_to_start(tmp_path: Path) -> None:
+    (tmp_path / "plain.sh").write_text("echo hi\n")  # no run bit, no #!
+    (tmp_path / "processman.toml").write_text(
+        '[[processes]]\nid = "a"\nscript = "nope.py"\n'
+        '[[processes]]\nid = "b"\ncommand = "true"\ncwd = "no/such/dir"\n'
+        '[[processes]]\nid = "c"\nscript = "plain.sh"\n'
+        '[[processes]]\nid = "d"\ncommand = "./bin/missing"\n'
+    )
+    result = processman("check", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr  # valid: the machine is what is wrong
+    warnings = [line.strip() for line in result.stdout.splitlines() if "warning:" in line]
+    assert warnings == [
+        f"warning:     script {tmp_path}/nope.py does not exist",
+        f"warning:     cwd {tmp_path}/no/such/dir does not exist",
+        f"warning:     {tmp_path}/plain.sh is not executable (chmod +x it, or set interpreter)",
+        f"warning:     {tmp_path}/plain.sh has no #! line to say what runs it",
+        f"warning:     program {tmp_path}/bin/missing does not exist",
+    ]

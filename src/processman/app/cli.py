@@ -37,7 +37,7 @@ from processman.domain.errors import (
     ConfigError,
     InterpreterNotFoundError,
 )
-from processman.domain.model import Config
+from processman.domain.model import Config, ProcessSpec
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
@@ -310,6 +310,8 @@ def check(path: str | None) -> int:
         except InterpreterNotFoundError as exc:
             argv, interpreter, missing = (spec.script or "", *spec.args), None, True
             print(f"  warning:     {exc.reason}")
+        for problem in _start_problems(spec, interpreter, missing):
+            print(f"  warning:     {problem}")
         print(f"  argv:        {shlex.join(argv)}")
         print(f"  cwd:         {spec.cwd}")
         if spec.script is not None:
@@ -326,6 +328,33 @@ def check(path: str | None) -> int:
             found = program if "/" in program else shutil.which(program)
             print(f"  program:     {found or program + ' (not found on PATH)'}")
     return EXIT_OK
+
+
+def _start_problems(spec: ProcessSpec, interpreter: str | None, missing: bool) -> list[str]:
+    """What would make this process fail to start on this machine now: the config is
+    valid, so these are warnings (exit 0), as the interpreter one is."""
+    problems = []
+    if not os.path.isdir(spec.cwd):
+        state = "does not exist" if not os.path.exists(spec.cwd) else "is not a directory"
+        problems.append(f"cwd {spec.cwd} {state}")
+    script = spec.script
+    if script is not None and not os.path.isfile(script):
+        problems.append(f"script {script} does not exist")
+    elif script is not None and interpreter is None and not missing:  # run directly
+        if not os.access(script, os.X_OK):
+            problems.append(f"{script} is not executable (chmod +x it, or set interpreter)")
+        try:
+            with open(script, "rb") as file:
+                first = file.read(2)
+        except OSError as exc:
+            problems.append(f"{script} cannot be read: {exc.strerror or exc}")
+        else:
+            if first != b"#!":
+                problems.append(f"{script} has no #! line to say what runs it")
+    program = spec.command[0] if spec.command else None
+    if program is not None and "/" in program and not os.path.exists(program):
+        problems.append(f"program {program} does not exist")
+    return problems
 
 
 # --- clients of the HTTP API ----------------------------------------------------------
