@@ -8,6 +8,7 @@ import sys
 from typing import TYPE_CHECKING
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from processman import ProcessManager, Status
@@ -133,3 +134,33 @@ async def test_cwd_removed_while_running(tmp_path: Path) -> None:
         assert m.status("echo").status == "running"
         os.makedirs(workdir)
         assert (await m.start("w")).status == "running"  # fixed: it starts again
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the Linux spawner's pipes")
+async def test_a_pipe_that_is_never_empty_still_lets_others_run() -> None:
+    # A child that writes faster than its lines are handled keeps its pipe full: its
+    # reader never had to wait, and held the event loop (the API answered in 0.5-1 s with
+    # six such children, other children's pipes filled up). /dev/zero is such a pipe.
+    from processman.adapters.spawn_linux import _Pipe
+
+    turns = 0
+
+    async def other_task() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await anyio.lowlevel.checkpoint()
+
+    fd = os.open("/dev/zero", os.O_RDONLY)
+    pipe = _Pipe(fd)
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(other_task)
+            await anyio.lowlevel.checkpoint()
+            before = turns
+            for _ in range(100):
+                await pipe.__anext__()
+            tg.cancel_scope.cancel()
+    finally:
+        os.close(fd)  # /dev/zero never ends, so the pipe never closes it
+    assert turns - before >= 50  # a turn for the others at (nearly) every chunk

@@ -46,6 +46,7 @@ import subprocess
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import anyio.lowlevel
 
 from processman.domain.errors import SpawnError
 
@@ -548,6 +549,10 @@ class _Pipe:
                 await anyio.wait_readable(self._fd)
                 continue
             if data:
+                # A child that writes faster than its lines are handled keeps the pipe
+                # full: without a turn for the others here, its reader held the event
+                # loop (other children's readers, the API, the shutdown waited).
+                await anyio.lowlevel.checkpoint()
                 return data
             os.close(self._fd)
             self._fd = None
