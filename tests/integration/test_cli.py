@@ -390,3 +390,46 @@ def test_check_warns_of_what_would_fail_to_start(tmp_path: Path) -> None:
         f"warning:     {tmp_path}/plain.sh has no #! line to say what runs it",
         f"warning:     program {tmp_path}/bin/missing does not exist",
     ]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="RLIMIT_NOFILE")
+@pytest.mark.parametrize("hard", [None, 200])
+def test_run_raises_the_open_files_limit_that_its_processes_need(
+    tmp_path: Path, hard: int | None
+) -> None:
+    # A soft limit of 1,024 (common) let only ~300 processes start: 3 descriptors each.
+    import resource
+
+    import psutil
+
+    count = 150  # 450 descriptors, against a soft limit of 128
+    config = tmp_path / "processman.toml"
+    config.write_text(
+        "".join(f'[[processes]]\nid = "p{i}"\ncommand = ["sleep", "60"]\n' for i in range(count))
+        + "[logs]\nconsole = false\n"
+    )
+    _, hard_now = resource.getrlimit(resource.RLIMIT_NOFILE)
+    limits = (128, hard or hard_now)
+    with running(
+        config, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, limits)
+    ) as proc:
+        manager = psutil.Process(proc.pid)
+        deadline = time.monotonic() + 20
+        while len([c for c in manager.children() if c.name() == "sleep"]) < (
+            count if hard is None else 50
+        ):
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.05)
+        time.sleep(0.3)
+        started = len([c for c in manager.children() if c.name() == "sleep"])
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0
+    if hard is None:
+        assert started == count, err
+    else:  # the hard limit cannot be passed: said at once, and the rest fail clearly
+        assert started < count
+        assert (
+            "only 200 open files are allowed (the hard limit): 150 processes need about 706" in err
+        )
+        assert "Too many open files" in err

@@ -222,6 +222,7 @@ def run(path: str | None, *, only: str | None = None, api: str | None = None) ->
         children=config.logs.console,
     )
     logger.enable("processman")
+    _enough_descriptors(len(config.processes))
     try:
         anyio.run(_supervise, config, token, sock)
     except ConfigError as exc:  # found at start-up, e.g. a logs.dir that cannot be written
@@ -231,6 +232,35 @@ def run(path: str | None, *, only: str | None = None, api: str | None = None) ->
         if sock is not None:
             sock.close()
     return EXIT_OK
+
+
+#: Descriptors the manager holds for each process (its stdout and stderr pipes, a pidfd),
+#: and for itself (the loop, the guardian, the API's connections, log files).
+DESCRIPTORS_EACH, DESCRIPTORS_OWN = 3, 256
+
+
+def _enough_descriptors(processes: int) -> None:
+    """Raise the soft limit on open files to what ``processes`` need, as supervisord's
+    ``minfds`` does: a common soft limit of 1,024 let only ~300 processes start, the rest
+    failed with "Too many open files". Never above the hard limit (said, if too low)."""
+    try:
+        import resource
+    except ImportError:  # Windows: no such limit
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = DESCRIPTORS_EACH * processes + DESCRIPTORS_OWN
+    if soft == resource.RLIM_INFINITY or soft >= want:
+        return
+    new = want if hard == resource.RLIM_INFINITY else min(want, hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+    if new < want:
+        logger.bind(process="processman", stream="manager").warning(
+            "only {} open files are allowed (the hard limit): {} processes need about {}, "
+            "so some will fail to start; raise it with ulimit -Hn, or LimitNOFILE= in systemd",
+            hard,
+            processes,
+            want,
+        )
 
 
 def run_container(config: Config) -> Container:
