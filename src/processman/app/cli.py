@@ -369,8 +369,10 @@ def _start_problems(spec: ProcessSpec, interpreter: str | None, missing: bool) -
         problems.append(f"cwd {spec.cwd} {state}")
     script = spec.script
     if script is not None and not os.path.isfile(script):
-        problems.append(f"script {script} does not exist")
-    elif script is not None and interpreter is None and not missing:  # run directly
+        state = "does not exist" if not os.path.exists(script) else "is not a file"
+        problems.append(f"script {script} {state}")
+    elif script is not None and interpreter is None and not missing and os.name == "posix":
+        # run directly (on Windows, by its extension instead)
         if not os.access(script, os.X_OK):
             problems.append(f"{script} is not executable (chmod +x it, or set interpreter)")
         try:
