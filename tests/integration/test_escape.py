@@ -242,7 +242,9 @@ def signal_the_guardians(manager: int) -> None:
     import psutil
 
     guardians = [
-        c for c in psutil.Process(manager).children() if c.name() in ("sh", "dash", "awk", "mawk")
+        c
+        for c in psutil.Process(manager).children()
+        if c.name() in ("sh", "dash", "bash", "awk", "mawk", "gawk")
     ]
     assert guardians
     for guardian in guardians:
