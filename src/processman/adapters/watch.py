@@ -126,10 +126,10 @@ class IgnoreMatcher:
         return root is not None and self._by_rules(root, path, _below(path, root), (name,), True)
 
     def _in_ignored_dir(self, path: str) -> bool:
-        return any(path == d or path.startswith(d + os.sep) for d in self.ignore_dirs)
+        return any(_within(path, d) for d in self.ignore_dirs)
 
     def _root(self, path: str) -> str | None:
-        return next((r for r in self.roots if path == r or path.startswith(r + os.sep)), None)
+        return next((r for r in self.roots if _within(path, r)), None)
 
     def _by_rules(
         self, root: str, path: str, relative: str, parts: Iterable[str], is_dir: bool
