@@ -202,7 +202,7 @@ class ProcessRunner:
 
     async def _spawn(self) -> None:
         try:
-            argv, _ = self._resolve_argv()
+            argv, _ = resolve_here(self.spec)
             self._argv = argv
             env = child_environment(self._environ, self.spec, self._api_url)
             request = SpawnRequest(process_id=self.spec.id, argv=argv, cwd=self.spec.cwd, env=env)
@@ -352,12 +352,9 @@ class ProcessRunner:
 
     # --- helpers --------------------------------------------------------------------
 
-    def _resolve_argv(self) -> tuple[tuple[str, ...], str | None]:
-        return resolve_here(self.spec)
-
     def _preview_argv(self) -> tuple[str, ...]:
         try:
-            return self._resolve_argv()[0]
+            return resolve_here(self.spec)[0]
         except SpawnError:
             script = self.spec.script or ""
             return (script, *self.spec.args)
