@@ -276,3 +276,58 @@ async def test_the_file_this_process_writes_its_output_to_is_no_change(tmp_path:
     finally:
         os.dup2(saved, 1)
         os.close(saved)
+
+
+async def _one_batch_after(
+    batches: anyio.abc.ObjectReceiveStream[set[str]], burst: Callable[[], Awaitable[float]]
+) -> list[tuple[float, set[str]]]:
+    """Run ``burst`` (it returns the time of its last write) while collecting the batches
+    until a second passes without one; return them with their arrival times, after
+    checking that the first came after the last write."""
+    got: list[tuple[float, set[str]]] = []
+
+    async def collect() -> None:
+        while True:
+            with anyio.move_on_after(1.0) as quiet:
+                batch = await batches.receive()
+            if quiet.cancelled_caught:
+                return
+            got.append((anyio.current_time(), batch))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(collect)
+        last_write = await burst()
+    return [(at - last_write, batch) for at, batch in got]
+
+
+BURSTS = [
+    # (name, files, writes, pause between writes): SPEC §4's quiet period is measured from
+    # the last change. With the default 50 ms, each of these gave a reload about every
+    # 45 ms (11, 12 and 8 reloads): the quiet time was counted from when the watch thread
+    # handed a batch over, which can lag the changes by more than the quiet time left.
+    ("one file every 5 ms for 500 ms", 1, 100, 0.005),
+    ("400 files 1 ms apart", 400, 400, 0.001),
+    ("30 writes 11 ms apart", 1, 30, 0.011),
+]
+
+
+@pytest.mark.parametrize(
+    ("files", "writes", "pause"), [b[1:] for b in BURSTS], ids=[b[0] for b in BURSTS]
+)
+async def test_a_burst_at_the_default_quiet_period_is_one_batch_after_it(
+    tmp_path: Path, files: int, writes: int, pause: float
+) -> None:
+    request = WatchRequest(paths=(str(tmp_path),), debounce=0.05)
+    async with watching(WatchfilesWatcher(), request, _touch) as batches:
+
+        async def burst() -> float:
+            for i in range(writes):
+                (tmp_path / f"f{i % files}.py").write_text(str(i))
+                await anyio.sleep(pause)
+            return anyio.current_time() - pause
+
+        got = await _one_batch_after(batches, burst)
+    assert len(got) == 1, [(round(after, 3), len(batch)) for after, batch in got]
+    after, batch = got[0]
+    assert after >= 0.05  # a whole quiet period after the last write, not during the burst
+    assert len(batch) == files

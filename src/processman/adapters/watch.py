@@ -14,6 +14,7 @@ import os
 import stat
 import sys
 import threading
+import time
 from typing import TYPE_CHECKING
 
 import anyio
@@ -199,20 +200,78 @@ def _prepare(request: WatchRequest) -> IgnoreMatcher:
     return IgnoreMatcher(request.paths, request.ignore, request.ignore_dirs)
 
 
-def poll_and_quiet(debounce: float) -> tuple[int, float]:
-    """Split the quiet period between watchfiles' polling step (ms) and our own wait (s).
+def watch_steps(debounce: float) -> tuple[int, int]:
+    """watchfiles' polling steps (ms) for a quiet period: while idle, and while a batch
+    waits out its quiet period.
 
-    watchfiles groups changes until one ``step`` passes without a new one (or its
-    ``debounce`` is reached); it is given a short step and the same debounce, so that it
-    hands over what it saw every few milliseconds, and the quiet period is kept here, on
-    those batches. Each step wakes the watch thread (and takes the GIL) even when idle, and
-    a change is handed over one to two steps after it. A short quiet period is asked for
-    speed: its step is a fifth of it (2 ms at 10 ms). From the default 50 ms on, the step
-    is 20 ms: 50 wake-ups a second when idle, not 100, for ~5 ms more per reload.
+    Each step wakes the watch thread (and takes the GIL), and a change is seen one to two
+    steps after it. While idle the step is a fifth of the quiet period (2 ms at 10 ms), and
+    20 ms from the default 50 ms on: 50 wake-ups a second, not 100. While changes wait, the
+    step is a tenth of the quiet period (1 ms at least), so that the reload comes close to
+    the end of the quiet period; a burst costs those wake-ups only while it lasts.
     """
     debounce_ms = debounce * 1000
-    step_ms = int(max(1, debounce_ms // 5)) if debounce_ms < 50 else 20
-    return step_ms, max(0.0, debounce - step_ms / 1000)
+    idle = int(max(1, debounce_ms // 5)) if debounce_ms < 50 else 20
+    return idle, int(min(idle, max(1, debounce_ms // 10)))
+
+
+class QuietPeriod:
+    """Changed paths held until no change has been seen for ``debounce`` seconds (SPEC §4).
+
+    The period runs from the time of the last change (as close as the watch can tell it),
+    not from when the watch handed it over: a hand-over can lag the changes by more than
+    the quiet time left, and a burst then gave a reload every few steps. Times are
+    monotonic seconds.
+    """
+
+    def __init__(self, debounce: float) -> None:
+        self.debounce = debounce
+        self.pending: set[str] = set()
+        self.deadline: float | None = None
+
+    def add(self, paths: set[str], last_change: float) -> None:
+        """Hold ``paths``, changed at ``last_change`` at the latest."""
+        if not paths:
+            return
+        self.pending |= paths
+        end = last_change + self.debounce
+        self.deadline = end if self.deadline is None else max(self.deadline, end)
+
+    def remaining(self, now: float) -> float | None:
+        """Seconds until the held paths are due; None when none is held."""
+        return None if self.deadline is None else max(0.0, self.deadline - now)
+
+    def take_due(self, now: float) -> set[str]:
+        """The held paths once their quiet period has passed (then nothing is held)."""
+        if self.deadline is None or now < self.deadline:
+            return set()
+        due, self.pending, self.deadline = self.pending, set(), None
+        return due
+
+
+def last_change(
+    paths: Iterable[str], called: float, returned: float, step: float, cap: float
+) -> float:
+    """The latest time (monotonic) at which a batch that ``RustNotify.watch`` returned can
+    have seen a change.
+
+    watchfiles returns a batch once a step passes in which its set of (change, path) did
+    not grow, or once ``cap`` has passed since it saw the first: so a new path came a step
+    before the return at the latest, unless the batch may have been capped. A path written
+    again is no new member of the set, so the files' modification times tell when they
+    were last written (kept between those two bounds: a file system's clock may differ).
+    """
+    if returned - called >= cap:
+        return returned
+    earliest = returned - step
+    offset = time.time() - time.monotonic()
+    latest_write = earliest
+    for path in paths:
+        try:
+            latest_write = max(latest_write, os.stat(path).st_mtime - offset)
+        except OSError:
+            continue  # removed: its removal is a new member, seen by the step
+    return min(returned, latest_write)
 
 
 class WatchfilesWatcher:
@@ -222,7 +281,8 @@ class WatchfilesWatcher:
     interrupted, so a cancelled watch would linger until its timeout, and a short timeout
     costs a thread hand-off several times a second per watch. Here a dedicated thread
     blocks in ``RustNotify.watch`` until it sees changes or its stop event, filters them,
-    and hands only the batches that matter to the event loop.
+    keeps the quiet period (``QuietPeriod``) and hands the event loop only the batches
+    that are due.
     """
 
     async def watch(self, request: WatchRequest, on_change: Callable[[set[str]], None]) -> None:
@@ -231,32 +291,28 @@ class WatchfilesWatcher:
         import anyio.lowlevel
 
         matcher = await anyio.to_thread.run_sync(_prepare, request)
-        step_ms, quiet = poll_and_quiet(request.debounce)
         send, receive = anyio.create_memory_object_stream[set[str] | Exception](math.inf)
         stop = threading.Event()
         thread = threading.Thread(
             target=_watch_in_thread,
-            args=(request.paths, step_ms, matcher, stop, send, anyio.lowlevel.current_token()),
+            args=(
+                request.paths,
+                QuietPeriod(request.debounce),
+                matcher,
+                stop,
+                send,
+                anyio.lowlevel.current_token(),
+            ),
             name=f"processman-watch {request.paths[0]}",
             daemon=True,
         )
         thread.start()
         try:
             async with receive:
-                pending: set[str] = set()
-                while True:
-                    if pending:
-                        with anyio.move_on_after(quiet) as quiet_scope:
-                            item = await receive.receive()
-                        if quiet_scope.cancelled_caught:
-                            changed, pending = pending, set()
-                            on_change(changed)
-                            continue
-                    else:
-                        item = await receive.receive()
+                async for item in receive:
                     if isinstance(item, Exception):
                         raise WatchError(request.paths[0], str(item)) from item
-                    pending |= item
+                    on_change(item)
         finally:
             stop.set()  # the thread sees it within one step and closes its watches
             send.close()  # a batch it still hands over finds the stream closed
@@ -264,7 +320,7 @@ class WatchfilesWatcher:
 
 def _watch_in_thread(
     paths: tuple[str, ...],
-    step_ms: int,
+    quiet: QuietPeriod,
     matcher: IgnoreMatcher,
     stop: threading.Event,
     send: MemoryObjectSendStream[set[str] | Exception],
@@ -276,29 +332,36 @@ def _watch_in_thread(
         except (RuntimeError, anyio.BrokenResourceError, anyio.ClosedResourceError):
             stop.set()  # the event loop or the receiver is gone
 
+    def hand_over_due() -> float | None:
+        """Deliver what is due; return the seconds until the rest is."""
+        now = time.monotonic()
+        due = quiet.take_due(now)
+        if due:
+            deliver(due)
+        return quiet.remaining(now)
+
     from watchfiles._rust_notify import RustNotify  # on the first watch, as pathspec
 
+    idle_step, busy_step = watch_steps(quiet.debounce)
+    cap_ms = max(busy_step, int(quiet.debounce * 1000))
     # The kernel watches inodes: a root that is removed (`rm -rf dist && tsc`) or replaced
     # (an editor that saves a watched file by renaming a new one over it) is no longer
     # watched. So a batch that names a root itself, or after which a root is another inode
     # or gone, ends the watch, and the roots that exist are watched anew (a new directory
     # may even get the old inode number back); a missing one is looked for every
     # REWATCH_POLL seconds meanwhile, and a root made anew reloads once more.
-    # A batch after which the watch is built anew is handed over once the new one is in
-    # place: whoever reacts to it (writes in a new directory) is seen.
+    # What is held meanwhile is handed over once the new watch is in place: whoever reacts
+    # to it (writes in a new directory) is seen.
     roots = set(paths)
     watched: dict[str, tuple[int, int]] = {}
     anew: set[str] = set()
-    held: set[str] = set()
     scanned = True  # by _prepare
     try:
         while not stop.is_set():
             present = _identities(paths)
             if not present:
-                if held:
-                    deliver(held)
-                    held = set()
-                stop.wait(REWATCH_POLL)
+                remaining = hand_over_due()
+                stop.wait(REWATCH_POLL if remaining is None else min(REWATCH_POLL, remaining))
                 continue
             if watched:
                 anew |= {path for path, inode in present.items() if watched.get(path) != inode}
@@ -312,15 +375,21 @@ def _watch_in_thread(
                 targets = list(present)
             with RustNotify(targets, False, False, 300, not PER_DIRECTORY, False) as notify:
                 anew &= present.keys()  # roots made anew: written before this watch began
-                if anew or held:
-                    deliver(anew | held)
-                    anew, held = set(), set()
-                timeout_ms = 0 if len(present) == len(paths) else int(REWATCH_POLL * 1000)
+                quiet.add(anew, time.monotonic())
+                anew = set()
+                missing = len(present) != len(paths)
                 while not stop.is_set():
+                    remaining = hand_over_due()
+                    step = idle_step if remaining is None else busy_step
+                    timeout_ms = 0 if remaining is None else max(1, math.ceil(remaining * 1000))
+                    if missing:
+                        timeout_ms = min(timeout_ms or REWATCH_MS, REWATCH_MS)
                     scanned = False  # unless this batch rescans, the next watch does
-                    raw = notify.watch(step_ms, step_ms, timeout_ms, stop)
-                    if raw == "timeout":  # a root is missing: is it back?
-                        if _identities(paths).keys() != present.keys():
+                    called = time.monotonic()
+                    raw = notify.watch(cap_ms, step, timeout_ms, stop)
+                    returned = time.monotonic()
+                    if raw == "timeout":  # the quiet period is over, or a root is missing
+                        if missing and _identities(paths).keys() != present.keys():
                             break
                         continue
                     if not isinstance(raw, set) or stop.is_set():
@@ -331,6 +400,7 @@ def _watch_in_thread(
                     if scanned:
                         matcher.rescan()
                     kept = {p for p in changed if not matcher.ignored(p)}
+                    quiet.add(kept, last_change(kept, called, returned, step / 1000, cap_ms / 1000))
                     anew |= roots & changed
                     rewatch = bool(roots & changed) or _identities(paths) != present
                     if PER_DIRECTORY and not rewatch:
@@ -338,16 +408,14 @@ def _watch_in_thread(
                         # again, needs a new watch
                         rewatch = scanned or _directories_changed(raw, kept, matcher)
                     if rewatch:
-                        held |= kept
                         break
-                    if kept:
-                        deliver(kept)
     except Exception as exc:  # e.g. a path removed before the watch began
         deliver(exc)
 
 
 #: While a watched root is missing, how often to look for it again.
 REWATCH_POLL = 0.1
+REWATCH_MS = int(REWATCH_POLL * 1000)
 
 #: On Linux every directory gets an inotify watch of its own, listed by
 #: ``IgnoreMatcher.rescan``, instead of one recursive watch of each root: a recursive watch

@@ -1,0 +1,68 @@
+"""The quiet period of development mode, kept in the watch thread, with explicit times."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import TYPE_CHECKING
+
+from processman.adapters.watch import QuietPeriod, last_change, watch_steps
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+
+def test_held_paths_are_due_a_quiet_period_after_the_last_change() -> None:
+    quiet = QuietPeriod(0.05)
+    assert quiet.remaining(0.0) is None
+    quiet.add({"a"}, 1.000)
+    quiet.add({"b"}, 1.040)  # handed over late, but changed within the period
+    assert quiet.take_due(1.080) == set()
+    assert abs((quiet.remaining(1.080) or 0) - 0.01) < 1e-9
+    assert quiet.take_due(1.090) == {"a", "b"}
+    assert quiet.remaining(1.090) is None
+    assert quiet.take_due(5.0) == set()
+
+
+def test_a_batch_handed_over_late_does_not_move_the_deadline_back() -> None:
+    quiet = QuietPeriod(0.05)
+    quiet.add({"a"}, 2.0)
+    quiet.add({"b"}, 1.9)
+    assert quiet.take_due(2.049) == set()
+    assert quiet.take_due(2.05) == {"a", "b"}
+
+
+def test_nothing_kept_holds_nothing() -> None:
+    quiet = QuietPeriod(0.05)
+    quiet.add(set(), 1.0)
+    assert quiet.remaining(1.0) is None
+
+
+def test_a_new_path_came_a_step_before_the_return_at_the_latest(tmp_path: Path) -> None:
+    gone = str(tmp_path / "gone.py")
+    assert last_change([gone], called=10.0, returned=10.03, step=0.02, cap=0.05) == 10.03 - 0.02
+
+
+def test_a_file_written_again_is_dated_by_its_modification_time(tmp_path: Path) -> None:
+    path = tmp_path / "m.py"
+    path.write_text("x")
+    now = time.monotonic()
+    wall = time.time()
+    os.utime(path, (wall - 0.005, wall - 0.005))  # written 5 ms ago, within the last step
+    got = last_change([str(path)], called=now - 0.03, returned=now, step=0.02, cap=0.05)
+    assert abs(got - (now - 0.005)) < 0.002
+    os.utime(path, (wall + 60, wall + 60))  # a clock ahead of ours: never after the return
+    assert last_change([str(path)], called=now - 0.03, returned=now, step=0.02, cap=0.05) == now
+    os.utime(path, (wall - 60, wall - 60))  # touched to an old date: the step bounds it
+    got = last_change([str(path)], called=now - 0.03, returned=now, step=0.02, cap=0.05)
+    assert got == now - 0.02
+
+
+def test_a_batch_that_may_have_been_capped_ends_at_its_return(tmp_path: Path) -> None:
+    assert last_change([], called=1.0, returned=1.06, step=0.005, cap=0.05) == 1.06
+
+
+def test_steps_are_short_while_changes_wait() -> None:
+    assert watch_steps(0.01) == (2, 1)
+    assert watch_steps(0.05) == (20, 5)
+    assert watch_steps(1.0) == (20, 20)
