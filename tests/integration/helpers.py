@@ -38,3 +38,53 @@ async def wait_until(predicate: Callable[[], bool], seconds: float = 10.0) -> No
         # polls state outside the event loop (files, /proc), so no Event to wait on
         while not predicate():  # noqa: ASYNC110
             await anyio.sleep(0.01)
+
+
+#: The user an unprivileged check runs as when the tests run as root.
+NOBODY = 65534
+
+
+def run_unprivileged(function: Callable[[], object]) -> tuple[object, str]:
+    """Call ``function`` as an unprivileged user; return its result and what it printed.
+
+    Under root, in a forked child that has become ``nobody`` (the interpreter and the
+    modules it needs are loaded already: nobody may not read this venv); otherwise in a
+    child of the same user. The child's result (or exception) comes back pickled.
+    """
+    import os
+    import pickle
+    import tempfile
+
+    with tempfile.TemporaryFile() as output, tempfile.TemporaryFile() as result:
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            code = 0
+            try:
+                os.dup2(output.fileno(), 1)
+                os.dup2(output.fileno(), 2)
+                sys.stdout = sys.stderr = open(1, "w", closefd=False)  # pytest replaced them
+                if os.geteuid() == 0:
+                    os.setgroups([])
+                    os.setgid(NOBODY)
+                    os.setuid(NOBODY)
+                try:
+                    value: object = ("ok", function())
+                except BaseException as exc:  # noqa: BLE001 - sent back to the parent
+                    value = ("raised", exc)
+                result.write(pickle.dumps(value))
+                result.flush()
+            except BaseException:  # noqa: BLE001
+                code = 1
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0, "the unprivileged child failed"
+        result.seek(0)
+        output.seek(0)
+        kind, value = pickle.loads(result.read())
+        printed = output.read().decode(errors="replace")
+    if kind == "raised":
+        raise value  # type: ignore[misc]
+    return value, printed

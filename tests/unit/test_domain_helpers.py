@@ -337,3 +337,29 @@ def test_exec_errors_say_what_went_wrong(
     )
     assert error.program == program
     assert error.reason.startswith(reason)
+
+
+def test_a_working_directory_that_cannot_be_entered_is_named() -> None:
+    # the directory changed between the manager's check and the child's chdir: the child
+    # reports the chdir with the directory as its filename
+    exc = PermissionError(13, "Permission denied", "/srv/locked")
+    error = SpawnError.from_exec(
+        "echo",
+        exc,
+        search_path=["/usr/bin"],
+        exists={"/usr/bin/echo"}.__contains__,
+        cwd="/srv/locked",
+    )
+    assert (
+        str(error)
+        == "cannot start /srv/locked: working directory cannot be entered (permission denied)"
+    )
+    exec_failed = PermissionError(13, "Permission denied", "/usr/bin/echo")
+    error = SpawnError.from_exec(
+        "echo",
+        exec_failed,
+        search_path=["/usr/bin"],
+        exists={"/usr/bin/echo"}.__contains__,
+        cwd="/srv",
+    )
+    assert error.reason == "permission denied (is it executable?)"

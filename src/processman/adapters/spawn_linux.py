@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.lowlevel
 
+from processman.adapters._posix import check_cwd
 from processman.domain.errors import SpawnError
 
 if TYPE_CHECKING:
@@ -284,7 +285,7 @@ class LinuxSpawner:
 
     async def spawn(self, request: SpawnRequest) -> LinuxProcess:
         """Start ``request.argv`` in a new session (and cgroup); return once it runs."""
-        _check_cwd(request.cwd)
+        check_cwd(request.cwd)
         tree = self._cgroup_tree()
         leaf = None
         if tree is not None:
@@ -330,7 +331,11 @@ class LinuxSpawner:
             os.close(out_read)
             os.close(err_read)
             raise SpawnError.from_exec(
-                program, exc, search_path=os.get_exec_path(dict(request.env)), exists=os.path.isfile
+                program,
+                exc,
+                search_path=os.get_exec_path(dict(request.env)),
+                exists=os.path.isfile,
+                cwd=request.cwd,
             ) from None
         except subprocess.SubprocessError as exc:
             os.close(out_read)
@@ -572,13 +577,6 @@ async def _wait_exit(process: subprocess.Popen[Any]) -> None:
     finally:
         os.close(pidfd)
     process.poll()
-
-
-def _check_cwd(cwd: str) -> None:
-    # One stat, done inline: a worker thread would cost more than the call.
-    if not os.path.isdir(cwd):
-        reason = "does not exist" if not os.path.exists(cwd) else "is not a directory"
-        raise SpawnError(cwd, f"working directory {reason}")
 
 
 def _rmdir(path: str) -> None:

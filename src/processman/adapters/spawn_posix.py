@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
+from processman.adapters._posix import check_cwd
 from processman.domain.errors import SpawnError
 
 if TYPE_CHECKING:
@@ -32,7 +33,7 @@ class PosixSpawner:
 
     async def spawn(self, request: SpawnRequest) -> PosixProcess:
         """Start ``request.argv`` in a new session; its pid is also its process group id."""
-        _check_cwd(request.cwd)
+        check_cwd(request.cwd)
         program = request.argv[0]
         try:
             process = await anyio.open_process(
@@ -46,7 +47,11 @@ class PosixSpawner:
             )
         except (OSError, ValueError) as exc:
             raise SpawnError.from_exec(
-                program, exc, search_path=os.get_exec_path(dict(request.env)), exists=os.path.isfile
+                program,
+                exc,
+                search_path=os.get_exec_path(dict(request.env)),
+                exists=os.path.isfile,
+                cwd=request.cwd,
             ) from None
         return PosixProcess(process)
 
@@ -91,13 +96,6 @@ class PosixProcess:
                 await self._process.wait()
                 await _wait_group_gone(self._pgid)
         return self._process.returncode
-
-
-def _check_cwd(cwd: str) -> None:
-    # One stat, done inline: a worker thread would cost more than the call.
-    if not os.path.isdir(cwd):
-        reason = "does not exist" if not os.path.exists(cwd) else "is not a directory"
-        raise SpawnError(cwd, f"working directory {reason}")
 
 
 def _signal_group(pgid: int, sig: signal_module.Signals) -> None:

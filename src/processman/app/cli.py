@@ -25,6 +25,7 @@ from dependency_injector import providers
 from loguru import logger
 
 from processman._version import __version__
+from processman.adapters._posix import cwd_problem
 from processman.adapters.api_client import DEFAULT_API, ApiClient
 from processman.adapters.config import load_config
 from processman.adapters.logs import add_console_sink
@@ -364,9 +365,11 @@ def _start_problems(spec: ProcessSpec, interpreter: str | None, missing: bool) -
     """What would make this process fail to start on this machine now: the config is
     valid, so these are warnings (exit 0), as the interpreter one is."""
     problems = []
-    if not os.path.isdir(spec.cwd):
-        state = "does not exist" if not os.path.exists(spec.cwd) else "is not a directory"
-        problems.append(f"cwd {spec.cwd} {state}")
+    cwd_state = cwd_problem(spec.cwd) if os.name == "posix" else None
+    if cwd_state is None and not os.path.isdir(spec.cwd):
+        cwd_state = "does not exist" if not os.path.exists(spec.cwd) else "is not a directory"
+    if cwd_state is not None:
+        problems.append(f"cwd {spec.cwd} {cwd_state}")
     script = spec.script
     if script is not None and not os.path.isfile(script):
         state = "does not exist" if not os.path.exists(script) else "is not a file"

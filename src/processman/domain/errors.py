@@ -113,6 +113,7 @@ class SpawnError(ProcessmanError):
         *,
         search_path: Sequence[str],
         exists: Callable[[str], bool],
+        cwd: str | None = None,
     ) -> SpawnError:
         """The error for an exec of ``program`` (POSIX) that failed with ``exc``.
 
@@ -121,10 +122,15 @@ class SpawnError(ProcessmanError):
         directories is "not found on PATH", whatever exec said: it reports the first
         error other than ENOENT on its way through PATH, such as the EACCES of a
         directory it may not search (``/root/.local/bin`` for another user) or the ELOOP
-        of a broken link, whether or not the program is anywhere at all.
+        of a broken link, whether or not the program is anywhere at all. A failed change
+        to the working directory ``cwd`` (the child reports it with that filename) names
+        the directory, not the program.
         """
         if isinstance(exc, ValueError):  # e.g. an embedded NUL in an argument or a variable
             return cls(program, str(exc))
+        if cwd is not None and exc.filename == cwd:
+            reason = "permission denied" if isinstance(exc, PermissionError) else exc.strerror
+            return cls(cwd, f"working directory cannot be entered ({reason or exc})")
         bare = "/" not in program
         if isinstance(exc, FileNotFoundError) or (
             bare and not any(exists(posixpath.join(d or ".", program)) for d in search_path)
