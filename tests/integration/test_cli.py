@@ -183,6 +183,42 @@ def test_run_refuses_a_logs_dir_it_cannot_write(tmp_path: Path) -> None:
     )
 
 
+def test_check_warns_of_a_logs_dir_that_cannot_be_written(tmp_path: Path) -> None:
+    # check passed, and run then exited 2
+    (tmp_path / "taken").write_text("")
+    config = tmp_path / "processman.toml"
+    for logs_dir, reason in (
+        ("taken", "it is not a directory"),
+        ("taken/sub", f"{tmp_path / 'taken'} is not a directory"),
+    ):
+        config.write_text(
+            f'[logs]\ndir = "{logs_dir}"\n[[processes]]\nid = "a"\ncommand = "true"\n'
+        )
+        result = processman("check", str(config))
+        assert result.returncode == 0, result.stderr
+        assert (
+            f"warning: cannot write logs to {tmp_path / logs_dir}: {reason} (run would refuse to start)"
+            in result.stdout.splitlines()
+        )
+    config.write_text('[logs]\ndir = "new/logs"\n[[processes]]\nid = "a"\ncommand = "true"\n')
+    result = processman("check", str(config))
+    assert "warning" not in result.stdout and not (tmp_path / "new").exists()  # made by run only
+
+
+def test_an_empty_process_list_is_said(tmp_path: Path) -> None:
+    config = tmp_path / "processman.toml"
+    config.write_text("processes = []\n")
+    result = processman("check", str(config))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[1] == "warning: no processes to supervise"
+    with running(config) as proc:
+        seen = _read_until(proc, "no processes to supervise")  # it sat silent
+        proc.send_signal(signal.SIGTERM)
+        _, rest = proc.communicate(timeout=15)
+    assert proc.returncode == 0, seen + rest
+    assert f"no processes to supervise: {config} lists none" in seen
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_run_until_signal_then_clean_exit(tmp_path: Path, sig: signal.Signals) -> None:
     pid_file = tmp_path / "pid"

@@ -85,7 +85,7 @@ async def test_stop_in_backoff_and_restart_of_crashed() -> None:
         # (30 s backoff: "start" in backoff starts at once, then it crashes for good)
         await m.start("crash")
         crashed = await m.wait_for_status("crash", Status.CRASHED)
-        assert crashed.last_error == "gave up after 1 restarts: exited with code 1"
+        assert crashed.last_error == "gave up after 1 restart: exited with code 1"
         restarted = await m.restart("crash")
         assert restarted.status in ("running", "backoff")  # it runs again, k reset to 0
         assert m.status("echo").status == "running"

@@ -88,3 +88,20 @@ def test_check_warns_of_a_directory_that_cannot_be_entered(locked: Path, open_tm
     code, printed = run_unprivileged(lambda: cli.check(str(config)))
     assert code == 0, printed
     assert f"warning:     cwd {locked} cannot be entered (permission denied)" in printed
+
+
+def test_check_warns_of_a_logs_dir_the_user_may_not_write(open_tmp: Path) -> None:
+    shared = open_tmp / "shared"  # root's, mode 755 (or 555 when the tests are not root)
+    shared.mkdir()
+    shared.chmod(0o755 if os.geteuid() == 0 else 0o555)
+    config = open_tmp / "processman.toml"
+    config.write_text(f'[logs]\ndir = "{shared}/logs"\n[[processes]]\nid = "a"\ncommand = "true"\n')
+    config.chmod(0o644)
+    cli.check(str(config))
+    code, printed = run_unprivileged(lambda: cli.check(str(config)))
+    shared.chmod(0o755)
+    assert code == 0, printed
+    assert (
+        f"warning: cannot write logs to {shared}/logs: {shared} cannot be written "
+        "(permission denied) (run would refuse to start)"
+    ) in printed

@@ -144,6 +144,44 @@ def test_legacy_pb_processes_json_loads_unchanged(tmp_path: Path) -> None:
     assert py.interpreter == "auto"
 
 
+def test_legacy_nulls_and_empty_commands_are_unset(tmp_path: Path) -> None:
+    # As other writers (Go without omitempty) write an unset slice, map or string
+    legacy = [
+        {
+            "id": "w",
+            "script": "worker.py",
+            "command": "",
+            "args": None,
+            "env": None,
+            "envFile": None,
+            "cwd": None,
+            "interpreter": None,
+            "watchPaths": None,
+            "watchIgnore": None,
+            "maxRetries": None,
+            "backoff": None,
+            "devMode": None,
+        },
+        {"id": "b", "script": "", "command": "node bridge.js"},
+    ]
+    path = write(tmp_path, "pb_processes.json", json.dumps(legacy))
+    worker, bridge = load_config(path, environ=ENV).processes
+    assert worker.script == str(tmp_path / "worker.py") and worker.command is None
+    assert (worker.args, worker.env, worker.cwd, worker.interpreter) == (
+        (),
+        {},
+        str(tmp_path),
+        None,
+    )
+    assert (worker.max_retries, worker.backoff, worker.dev_mode, worker.watch_paths) == (
+        -1,
+        1.0,
+        False,
+        (),
+    )
+    assert bridge.command == ("node", "bridge.js") and bridge.script is None
+
+
 def test_procfile(tmp_path: Path) -> None:
     text = "# comment\n\nweb: python -m http.server $PORT && echo done\nworker:python worker.py\n"
     config = load_config(write(tmp_path, "Procfile", text), environ=ENV)
@@ -216,7 +254,43 @@ BAD: list[tuple[str, str, str, str]] = [
     ("p.toml", P + 'maxRetries = "3"\n', "processes[0].maxRetries", "Expected int"),
     ("p.toml", P + "maxRetries = -2\n", "processes[0].maxRetries", ">= -1"),
     ("p.toml", P + 'autostart = "yes"\n', "processes[0].autostart", "Expected bool"),
-    ("p.toml", P + "env = { A = [1] }\n", "processes[0].env[...]", "got array"),
+    # msgspec says env[...]: the key is found in the document
+    (
+        "p.toml",
+        P + "env = { A = 1, BAD = [1] }\n",
+        "processes[0].env.BAD",
+        "expected a string, number or boolean, got an array",
+    ),
+    (
+        "p.toml",
+        P + "env = { BAD = { x = 1 } }\n",
+        "processes[0].env.BAD",
+        "expected a string, number or boolean, got a table",
+    ),
+    (
+        "p.json",
+        '{"processes": [{"id": "a", "command": "x", "env": {"N": null}}]}',
+        "processes[0].env.N",
+        "got null",
+    ),
+    ("p.toml", P + "[api]\nlistn = 1\n", "api.listn", "did you mean 'listen'"),
+    ("p.toml", P + "[logs]\nbufferLine = 1\n", "logs.bufferLine", "did you mean 'bufferLines'"),
+    ("p.toml", P + "[logs]\nretension = 1\n", "logs.retension", "did you mean 'retention'"),
+    ("p.toml", P + "[log]\ndir = 'x'\n", "log", "did you mean 'logs'"),
+    # null means unset only in the legacy array
+    (
+        "p.json",
+        '{"processes": [{"id": "a", "command": "x", "args": null}]}',
+        "processes[0].args",
+        "got null",
+    ),
+    ("pb_processes.json", '[{"id": null, "command": "x"}]', "[0].id", "got null"),
+    (
+        "pb_processes.json",
+        '[{"id": "a", "script": "", "command": ""}]',
+        "[0]",
+        "needs `script` or `command`",
+    ),
     ("p.toml", P + 'args = "--x"\n', "processes[0].args", "Expected array"),
     ("p.toml", P + 'backoff = "1 second"\n', "processes[0].backoff", "invalid duration"),
     ("p.toml", P + 'stopTimeout = "99999999999h"\n', "processes[0].stopTimeout", "2562047h"),

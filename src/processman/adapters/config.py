@@ -47,7 +47,14 @@ DISCOVERY_ORDER = (
     "Procfile",
 )
 
-_RAW_FIELDS = {f.encode_name for f in msgspec.structs.fields(RawProcess)}
+
+def _keys(struct: type[msgspec.Struct]) -> list[str]:
+    return sorted(f.encode_name for f in msgspec.structs.fields(struct))
+
+
+#: The keys a "did you mean" picks from, by the section of the unknown key.
+_KEYS_OF = {"api": _keys(RawApi), "logs": _keys(RawLogs), "": _keys(RawConfig)}
+_PROCESS_KEYS = _keys(RawProcess)
 _PROCFILE_LINE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9_.-]{0,63})\s*:\s*(.*)$")
 _LISTEN = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]*):(\d{1,5})$")
 
@@ -147,7 +154,7 @@ def parse_config(
     except RecursionError:  # tomllib, json and PyYAML all recurse per level of nesting
         raise ConfigError(name, "", "nested too deeply to be a config file") from None
     if isinstance(document, list) and file.suffix.lower() == ".json":
-        processes = _convert(name, document, list[RawProcess], prefix="")
+        processes = _convert(name, _legacy_unset(document), list[RawProcess], prefix="")
         return builder.build(RawConfig(processes=processes), api_listen, legacy=True)
     if not isinstance(document, dict):
         expected = "an object with a `processes` list"
@@ -189,6 +196,25 @@ def _parse_document(name: str, suffix: str, text: str) -> Any:
     )
 
 
+def _legacy_unset(document: list[Any]) -> list[Any]:
+    """The legacy array with what other writers put for "unset" left out: ``null`` for any
+    key but ``id`` (a Go writer without ``omitempty`` writes it for an empty slice or
+    map), and ``""`` for ``command`` or ``script`` (as for ``cwd``: a string field)."""
+    return [
+        {
+            key: value
+            for key, value in entry.items()
+            if key == "id" or not (value is None or (value == "" and key in _EITHER))
+        }
+        if isinstance(entry, dict)
+        else entry
+        for entry in document
+    ]
+
+
+_EITHER = ("command", "script")
+
+
 def _type_name(value: object) -> str:
     return {
         list: "a list",
@@ -226,18 +252,46 @@ def _convert(name: str, document: Any, kind: Any, prefix: str) -> Any:
             reason = f"unknown key {key!r}"
             import difflib  # only a mistyped key pays for it
 
-            close = difflib.get_close_matches(key, sorted(_RAW_FIELDS), n=1)
+            section = path.rpartition(".")[0] if "." in path else ""
+            keys = _KEYS_OF.get(section, _PROCESS_KEYS)
+            close = difflib.get_close_matches(key, keys, n=1)
             if close and key != close[0]:
                 reason += f" (did you mean {close[0]!r}?)"
         elif missing := _MISSING.match(reason):
             key = missing.group(1)
             path = _join(path, key)
             reason = f"required key {key!r} is missing"
+        elif path.endswith("[...]") and (key := _bad_value_key(document, path)) is not None:
+            # msgspec does not say which key of a map holds the wrong value: find it
+            path = _join(path[: -len("[...]")], key)
+            got = _WRONG_TYPE.search(reason)
+            reason = "expected a string, number or boolean"
+            if got:
+                reason += f", got {_KIND_NAMES.get(got.group(1), got.group(1))}"
         else:
             reason = reason.replace("`", "")
             if reason.startswith("Invalid enum value") and path.endswith(".restart"):
                 reason += " (expected 'always', 'on-failure' or 'never')"
         raise ConfigError(name, path, reason) from None
+
+
+_WRONG_TYPE = re.compile(r"got `(\w+)`")
+_KIND_NAMES = {"array": "an array", "object": "a table", "null": "null"}
+_PATH_PART = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
+
+
+def _bad_value_key(document: Any, path: str) -> str | None:
+    """The first key of the map at ``path`` (``processes[0].env[...]``) whose value is no
+    string, number or boolean (env maps are the only maps of a config)."""
+    node = document
+    for name, index in _PATH_PART.findall("." + path[: -len("[...]")]):
+        try:
+            node = node[int(index)] if index else node[name]
+        except (KeyError, IndexError, TypeError):
+            return None
+    if not isinstance(node, dict):
+        return None
+    return next((str(k) for k, v in node.items() if not isinstance(v, str | int | float)), None)
 
 
 def _env_text(value: str | int | float | bool) -> str:

@@ -88,6 +88,25 @@ def _writable_directory(directory: str) -> None:
     os.remove(probe)
 
 
+def logs_dir_problem(directory: str) -> str | None:
+    """Why logs could not be written to ``directory`` (made if missing); None when they
+    can. Asks without making anything (for ``processman check``)."""
+    existing = directory
+    while not os.path.exists(existing):
+        parent = os.path.dirname(existing)
+        if parent == existing:
+            break
+        existing = parent
+    own = existing == directory
+    if not os.path.isdir(existing):
+        return "it is not a directory" if own else f"{existing} is not a directory"
+    if not os.access(
+        existing, os.W_OK | os.X_OK, effective_ids=os.access in os.supports_effective_ids
+    ):
+        return "permission denied" if own else f"{existing} cannot be written (permission denied)"
+    return None
+
+
 class FileSink:
     """``<dir>/<id>.log`` per process, each line prefixed with its time and stream.
 

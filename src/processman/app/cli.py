@@ -28,7 +28,7 @@ from processman._version import __version__
 from processman.adapters._posix import cwd_problem
 from processman.adapters.api_client import DEFAULT_API, ApiClient
 from processman.adapters.config import load_config
-from processman.adapters.logs import add_console_sink
+from processman.adapters.logs import add_console_sink, logs_dir_problem
 from processman.app.container import Container
 from processman.app.manager import ProcessManager
 from processman.app.runner import resolve_here
@@ -288,6 +288,8 @@ async def _supervise(config: Config, token: str | None, sock: socket.socket | No
         async with anyio.create_task_group() as tg:
             async with anyio.create_task_group() as impatient:
                 async with manager:
+                    if not config.processes:
+                        log.warning("no processes to supervise: {} lists none", config.source)
                     if sock is not None:
                         from processman.adapters.http import ApiServer, create_app  # API only
 
@@ -333,6 +335,11 @@ def check(path: str | None) -> int:
     except ConfigError as exc:
         return _fail(str(exc))
     print(f"# {config.source}: {len(config.processes)} process(es)")
+    if not config.processes:
+        print("warning: no processes to supervise")
+    if config.logs.dir and (problem := logs_dir_problem(config.logs.dir)):
+        where = f"cannot write logs to {config.logs.dir}"
+        print(f"warning: {where}: {problem} (run would refuse to start)")
     for spec in config.processes:
         print(spec.id)
         missing = False

@@ -246,7 +246,8 @@ def _ended(
         return _replace(ended, status=final), ()
     failures = (0 if ran_for >= spec.healthy_after else state.failures) + 1
     if 0 <= spec.max_retries < failures:
-        gave_up = f"gave up after {spec.max_retries} restarts"
+        plural = "" if spec.max_retries == 1 else "s"
+        gave_up = f"gave up after {spec.max_retries} restart{plural}"
         message = f"{gave_up}: {last_error}" if last_error else gave_up
         return _replace(ended, status=Status.CRASHED, failures=failures, last_error=message), ()
     delay = backoff_delay(failures, spec.backoff, spec.max_backoff)
