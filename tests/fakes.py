@@ -85,6 +85,7 @@ class FakeProcess:
         self.stderr = _Output()
         self.code: int | None = None
         self.stop_calls: list[tuple[str, float]] = []
+        self.signals: list[str] = []
         self._exited = anyio.Event()
         self._spawner = spawner
 
@@ -101,6 +102,9 @@ class FakeProcess:
         await self._exited.wait()
         assert self.code is not None
         return self.code
+
+    def signal(self, signal: str) -> None:
+        self.signals.append(signal)
 
     async def stop(self, signal: str, grace: float) -> int | None:
         self.stop_calls.append((signal, grace))

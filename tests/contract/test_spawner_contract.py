@@ -182,3 +182,26 @@ async def test_a_nul_byte_is_a_spawn_error(spawner: Spawner) -> None:
     request = SpawnRequest(process_id="t", argv=("true",), cwd="/", env={"A": "x\0y"})
     with pytest.raises(SpawnError, match="cannot start true: .*null"):
         await spawner.spawn(request)
+
+
+async def test_a_signal_reaches_the_whole_tree(spawner: Spawner) -> None:
+    handle = await spawner.spawn(python(str(TESTDATA / "signal_tree.py")))
+    seen = b""
+
+    async def read_until(*needles: bytes) -> None:
+        nonlocal seen
+        async for chunk in handle.stdout:
+            seen += chunk
+            if all(n in seen for n in needles):
+                return
+
+    try:
+        with anyio.fail_after(10):
+            await read_until(b"child ready")
+            handle.signal("SIGUSR1")
+            await read_until(b"child got SIGUSR1", b"parent got SIGUSR1")
+        with pytest.raises(ValueError, match="SIGNOPE does not exist"):
+            handle.signal("SIGNOPE")
+    finally:
+        await handle.stop("SIGKILL", 0.0)
+        await read_all(handle)

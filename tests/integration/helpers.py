@@ -54,9 +54,14 @@ def run_unprivileged(function: Callable[[], object]) -> tuple[object, str]:
     import os
     import pickle
     import tempfile
+    import warnings
 
     with tempfile.TemporaryFile() as output, tempfile.TemporaryFile() as result:
-        pid = os.fork()
+        with warnings.catch_warnings():
+            # 3.12+ warns of a fork in a process with threads (pytest-timeout's): the child
+            # only runs ``function`` and exits, taking no lock another thread may hold
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
         if pid == 0:  # pragma: no cover - the child
             code = 0
             try:

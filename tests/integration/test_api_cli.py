@@ -380,7 +380,7 @@ def test_schemathesis_finds_no_500_and_no_schema_violation(tmp_path: Path) -> No
                 case.call_and_validate(headers={"Authorization": "Bearer tok"})
 
             check()
-        assert len(checked) == 7, checked
+        assert len(checked) == 8, checked
     finally:
         running.shutdown()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import re
 import socket
 from contextlib import asynccontextmanager
@@ -12,10 +13,12 @@ import anyio
 import anyio.abc
 import httpx
 import pytest
+from loguru import logger
 from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Mount, Route
 
+import processman
 from processman import ProcessManager
 from processman.adapters.http import ApiServer, create_app
 from processman.domain.model import ApiSettings, Config, LogSettings
@@ -349,6 +352,41 @@ async def test_mounted_under_a_prefix_in_a_host_app_with_lifespan() -> None:
         assert (await client.get("/processman/openapi.json")).json()["openapi"].startswith("3.")
     assert not pid_alive(pid)  # the lifespan's end stopped the manager
     assert manager.status("echo").status == "stopped"
+
+
+async def test_a_host_app_gets_the_children_lines_with_their_ids_in_one_call() -> None:
+    # logger.enable("processman") alone printed the lines without the id (and only after
+    # processman's import, which disables it)
+    config = make_config(script("echo", "echo.py"), script("env", "print_env.py", "PROCESSMAN_ID"))
+    manager = ProcessManager(config)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with manager:
+            yield
+
+    console = io.StringIO()
+    handler = processman.log_to_console(config, stream=console, colorize=False)
+    try:
+        host = Starlette(routes=[Mount("/processman", app=create_app(manager))], lifespan=lifespan)
+        async with served(host, lifespan=True) as url, httpx.AsyncClient(base_url=url) as client:
+            await wait_until(lambda: "PROCESSMAN_ID=env" in console.getvalue())
+            await wait_until(lambda: "Hello from Python" in console.getvalue())
+            document = (await client.get("/processman/openapi.json")).json()
+            assert document["servers"] == [{"url": "/processman"}]  # clients reach the mount
+            listed = (await client.get(document["servers"][0]["url"] + "/api/processes")).json()
+            assert [s["id"] for s in listed] == ["echo", "env"]
+    finally:
+        logger.remove(handler)
+        logger.disable("processman")
+    lines = console.getvalue().splitlines()
+    assert re.search(r"^\d\d:\d\d:\d\d\.\d{3} env  \| PROCESSMAN_ID=env$", "\n".join(lines), re.M)
+    assert any(re.search(r" echo \| Hello from Python", line) for line in lines), lines
+
+
+async def test_openapi_has_no_servers_unless_mounted() -> None:
+    async with api(make_config(script("echo", "echo.py"))) as (_, client):
+        assert "servers" not in (await client.get("/openapi.json")).json()
 
 
 async def test_openapi_schemas_come_from_the_types() -> None:

@@ -3,8 +3,21 @@
 from __future__ import annotations
 
 import os
+import signal
 
 from processman.domain.errors import SpawnError
+
+
+def platform_signal(name: str) -> signal.Signals:
+    """The signal called ``name`` (``"SIGUSR1"``) here.
+
+    Raises:
+        ValueError: this platform has no such signal (``SIGPWR`` on macOS).
+    """
+    try:
+        return signal.Signals[name]
+    except KeyError:
+        raise ValueError(f"{name} does not exist on this platform") from None
 
 
 def cwd_problem(cwd: str) -> str | None:

@@ -22,8 +22,12 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from processman._version import __version__
-from processman.domain.errors import NotRunningError, UnknownProcessError
-from processman.domain.model import ProcessStatus
+from processman.domain.errors import (
+    NotRunningError,
+    ProcessNotRunningError,
+    UnknownProcessError,
+)
+from processman.domain.model import SIGNAL_NAMES, ProcessStatus
 from processman.domain.ports import LogEntry, ProcessControl
 
 if TYPE_CHECKING:
@@ -79,6 +83,7 @@ def create_app(
     *,
     token: str | None = None,
     keepalive: float = KEEPALIVE_SECONDS,
+    auth: bool = True,
 ) -> Starlette:
     """The control API for ``manager``.
 
@@ -87,9 +92,11 @@ def create_app(
         token: the bearer token every ``/api/processes`` request must carry; by default
             the config's ``api.token``; no auth when both are unset.
         keepalive: seconds between keep-alive comments on log streams.
+        auth: False where the transport itself admits only the owner (the control
+            socket, mode 0600): no token is asked for.
     """
     expected = token if token is not None else manager.config.api.token
-    expected_bytes = expected.encode() if expected else None
+    expected_bytes = expected.encode() if expected and auth else None
 
     def guarded(handler: Handler) -> Handler:
         async def check(request: Request) -> Response:
@@ -109,6 +116,8 @@ def create_app(
                 return error(404, str(exc))
             except NotRunningError as exc:  # mounted without its lifespan, or shutting down
                 return error(503, str(exc))
+            except ProcessNotRunningError as exc:
+                return error(409, str(exc))
 
         return check
 
@@ -130,6 +139,17 @@ def create_app(
     async def restart(request: Request) -> Response:
         return json_response(await manager.restart(request.path_params["id"]))
 
+    async def send_signal(request: Request) -> Response:
+        process_id = request.path_params["id"]
+        manager.status(process_id)  # 404 before 400
+        name = request.query_params.get("signal")
+        if not name:
+            return error(400, "name the signal: ?signal=SIGHUP")
+        try:
+            return json_response(await manager.signal(process_id, name))
+        except ValueError as exc:
+            return error(400, str(exc))
+
     async def logs(request: Request) -> Response:
         process_id = request.path_params["id"]
         manager.status(process_id)  # 404 before 400
@@ -149,7 +169,12 @@ def create_app(
 
     async def openapi(request: Request) -> Response:
         ids = [spec.id for spec in manager.config.processes]
-        return json_response(openapi_document(secured=expected_bytes is not None, ids=ids))
+        document = openapi_document(secured=expected_bytes is not None, ids=ids)
+        # mounted under a prefix (a host app's Mount): generated clients need its paths
+        root = request.scope.get("root_path", "")
+        if root:
+            document["servers"] = [{"url": root}]
+        return json_response(document)
 
     routes = [
         Route("/api/health", health, methods=["GET"]),
@@ -158,6 +183,7 @@ def create_app(
         Route("/api/processes/{id}/start", guarded(start), methods=["POST"]),
         Route("/api/processes/{id}/stop", guarded(stop), methods=["POST"]),
         Route("/api/processes/{id}/restart", guarded(restart), methods=["POST"]),
+        Route("/api/processes/{id}/signal", guarded(send_signal), methods=["POST"]),
         Route("/api/processes/{id}/logs", guarded(logs), methods=["GET"]),
         Route("/api/processes/{id}/logs/stream", guarded(stream), methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
@@ -262,6 +288,31 @@ def openapi_document(*, secured: bool, ids: list[str] | None = None) -> dict[str
         "/api/processes/{id}/start": command("Start; answers once spawned (or failed)"),
         "/api/processes/{id}/stop": command("Stop; answers once the whole tree is gone"),
         "/api/processes/{id}/restart": command("Restart; answers once the new instance is spawned"),
+        "/api/processes/{id}/signal": {
+            "post": {
+                "summary": "Send a signal to the whole tree of a running process",
+                "parameters": [
+                    process_id,
+                    {
+                        "name": "signal",
+                        "in": "query",
+                        "required": True,
+                        "schema": {
+                            "type": "string",
+                            # with or without SIG; lower case is accepted too
+                            "enum": sorted({*SIGNAL_NAMES, *(n[3:] for n in SIGNAL_NAMES)}),
+                            "examples": ["SIGHUP", "USR1"],
+                        },
+                    },
+                ],
+                "responses": {
+                    "200": answer(status, "the status (the signal is sent)"),
+                    "400": answer(err, "not a signal name, or one this platform cannot send"),
+                    "409": answer(err, "the process is not running"),
+                    **fail,
+                },
+            }
+        },
         "/api/processes/{id}/logs": {
             "get": {
                 "summary": "The last buffered lines, oldest first",

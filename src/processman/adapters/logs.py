@@ -301,8 +301,7 @@ class ConsoleSink:
     ) -> None:
         self.stream = stream
         self.width = max((len(pid) for pid in process_ids), default=0)
-        codes = list(CONSOLE_COLOURS.values())
-        self.colours = {pid: codes[i % len(codes)] for i, pid in enumerate(process_ids)}
+        self.colours = console_colours(process_ids)
         self.colorize = colorize
         self.limit = limit
         self._stamp = ((-1, -1, -1, -1), "")  # the last millisecond's "HH:MM:SS.mmm"
@@ -366,6 +365,12 @@ class ConsoleSink:
                         return
                 self._wake.set()
 
+    def _next_colour(self, process: str) -> str:
+        """A process the sink was not told of (an embedding host's) takes the next colour."""
+        codes = list(CONSOLE_COLOURS.values())
+        colour = self.colours[process] = codes[len(self.colours) % len(codes)]
+        return colour
+
     def _format(self, message: Any) -> str:
         record = message.record
         extra = record["extra"]
@@ -378,18 +383,42 @@ class ConsoleSink:
             stamp = f"{t.hour:02d}:{t.minute:02d}:{t.second:02d}.{when[0]:03d}"
             self._stamp = (when, stamp)
         text = str(message)  # the line, a newline, and a traceback if there is one
+        colour = None
         if self.colorize:
-            colour = self.colours.get(process, "37")
-            line = f"\x1b[2m{stamp}\x1b[0m \x1b[{colour}m{process: <{self.width}}\x1b[0m | "
-            if extra.get("stream") == "manager":
-                text = f"\x1b[2m{text.rstrip(chr(10))}\x1b[0m\n"
-            return line + text
-        return f"{stamp} {process: <{self.width}} | {text}"
+            colour = self.colours.get(process) or self._next_colour(process)
+        return console_line(
+            stamp, process, self.width, text, colour, extra.get("stream") == "manager"
+        )
+
+
+def console_line(
+    stamp: str, process: str, width: int, text: str, colour: str | None, dim: bool = False
+) -> str:
+    """``<stamp> <id> | <text>``, the id padded to ``width``; with ``colour`` (an ANSI
+    code of ``CONSOLE_COLOURS``) the stamp is dimmed, the id coloured, and with ``dim``
+    the text too (processman's own lines). ``text`` ends with its newline."""
+    if colour is None:
+        return f"{stamp} {process: <{width}} | {text}"
+    line = f"\x1b[2m{stamp}\x1b[0m \x1b[{colour}m{process: <{width}}\x1b[0m | "
+    if dim:
+        text = f"\x1b[2m{text.rstrip(chr(10))}\x1b[0m\n"
+    return line + text
+
+
+def console_colours(process_ids: list[str]) -> dict[str, str]:
+    """The console's colour of each process: by its place in the config."""
+    codes = list(CONSOLE_COLOURS.values())
+    return {pid: codes[i % len(codes)] for i, pid in enumerate(process_ids)}
 
 
 #: How long the console's last lines may take to be written when processman stops: a
 #: console that is not read must not hold up the exit for ever.
 STOP_GRACE = 5.0
+
+
+def should_colorize(stream: TextIO) -> bool:
+    """Whether to colour ``stream``: a terminal, unless ``NO_COLOR`` (or ``FORCE_COLOR``)."""
+    return _should_colorize(stream)
 
 
 def _should_colorize(stream: TextIO) -> bool:

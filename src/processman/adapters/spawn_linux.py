@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.lowlevel
 
-from processman.adapters._posix import check_cwd
+from processman.adapters._posix import check_cwd, platform_signal
 from processman.domain.errors import SpawnError
 
 if TYPE_CHECKING:
@@ -490,6 +490,13 @@ class LinuxProcess:
                 self._guardian = None
         self._adoptions.reap()
         return self._code
+
+    def signal(self, signal: str) -> None:
+        """Send ``signal`` to every process of the tree (its cgroup, or its group and the
+        descendants that left it)."""
+        sig = platform_signal(signal)
+        descendants = [] if self._leaf else self._outside_the_group()
+        self._signal_tree(sig, descendants)
 
     def _outside_the_group(self) -> list[int]:
         """Without a cgroup: descendants by parent links, and adopted orphans."""

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from processman.adapters._posix import check_cwd
+from processman.adapters._posix import check_cwd, platform_signal
 from processman.domain.errors import SpawnError
 
 if TYPE_CHECKING:
@@ -96,6 +96,10 @@ class PosixProcess:
                 await self._process.wait()
                 await _wait_group_gone(self._pgid)
         return self._process.returncode
+
+    def signal(self, signal: str) -> None:
+        """Send ``signal`` to the process group."""
+        _signal_group(self._pgid, platform_signal(signal))
 
 
 def _signal_group(pgid: int, sig: signal_module.Signals) -> None:

@@ -170,6 +170,16 @@ class WindowsProcess:
             self._close_when_unused()
         return self._code
 
+    def signal(self, signal: str) -> None:
+        """SIGKILL ends the job; Windows has no other signal to send a tree."""
+        if signal != "SIGKILL":
+            raise ValueError(f"{signal} cannot be sent on Windows (only SIGKILL)")
+        if not self._closed:
+            try:
+                self._win32.terminate_job(self._job, 1)
+            except Win32Error:
+                pass
+
     async def stop(self, signal: str, grace: float) -> int | None:
         """CTRL_BREAK to the group, then TerminateJobObject after ``grace``; the job is gone.
 

@@ -26,19 +26,21 @@ from loguru import logger
 
 from processman._version import __version__
 from processman.adapters._posix import cwd_problem
-from processman.adapters.api_client import DEFAULT_API, ApiClient
+from processman.adapters.api_client import ApiClient, find_control_socket
 from processman.adapters.config import load_config
+from processman.adapters.control_socket import ControlSocket
 from processman.adapters.logs import add_console_sink, logs_dir_problem
 from processman.app.container import Container
 from processman.app.manager import ProcessManager
 from processman.app.runner import resolve_here
 from processman.domain.errors import (
+    AlreadySupervisedError,
     ApiError,
     ApiUnreachableError,
     ConfigError,
     InterpreterNotFoundError,
 )
-from processman.domain.model import Config, ProcessSpec
+from processman.domain.model import CONTROL_SOCKET, Config, ProcessSpec
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
@@ -49,6 +51,11 @@ EXIT_OK = 0
 EXIT_REFUSED = 1
 EXIT_BAD_CONFIG = 2
 EXIT_UNREACHABLE = 3
+
+_CLIENT_EXITS = (
+    " Exit 0 on success, 1 when the server refuses (an unknown id ...), 3 when it cannot "
+    "be reached."
+)
 
 _CONFIG_HELP = (
     "the config file; by default the first of processman.toml, processman.yaml, "
@@ -70,50 +77,92 @@ def build_parser() -> argparse.ArgumentParser:
         help="supervise the processes of a config in the foreground",
         description="Start every autostart process and keep them alive until SIGINT or "
         "SIGTERM (or SIGHUP or SIGQUIT, unless started ignoring them, as under nohup), then "
-        "stop them all. Exit 0 after a clean shutdown, 2 on a bad config.",
+        f"stop them all. The API is served on {CONTROL_SOCKET} beside the config (only its "
+        "owner may connect), so that client commands run in that directory or below it "
+        "find it. Exit 0 after a clean shutdown, 2 on a bad config or when that config is "
+        "supervised already.",
+        epilog="example:\n  processman run                 # then, in another terminal: "
+        "processman status\n  processman run --api 127.0.0.1:9876 --only web,worker",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run.add_argument("config", nargs="?", metavar="CONFIG", help=_CONFIG_HELP)
-    run.add_argument("--api", metavar="HOST:PORT", help="serve the HTTP control API here")
+    run.add_argument(
+        "--api", metavar="HOST:PORT", help="also serve the HTTP control API on this TCP address"
+    )
     run.add_argument("--only", metavar="ID,...", help="supervise only these processes")
 
     check = commands.add_parser(
         "check",
         help="validate a config and print what each process would run",
         description="Validate CONFIG and print each process's resolved argv, cwd and "
-        "interpreter. Exit 0 when valid, 2 when not (errors on stderr).",
+        "interpreter, with a warning for what would fail to start on this machine. Exit 0 "
+        "when valid, 2 when not (errors on stderr).",
+        epilog="example:\n  processman check\n  processman check deploy/processman.yaml",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     check.add_argument("config", nargs="?", metavar="CONFIG", help=_CONFIG_HELP)
 
     client = argparse.ArgumentParser(add_help=False)
     client.add_argument(
-        "--api", metavar="URL", help=f"the API's base URL (PROCESSMAN_API; default {DEFAULT_API})"
+        "--api",
+        metavar="URL",
+        help="the API's base URL (PROCESSMAN_API); by default the control socket "
+        f"{CONTROL_SOCKET} of this directory or of its nearest parent that has one",
     )
     client.add_argument("--token", help="bearer token (PROCESSMAN_TOKEN)")
-    status = commands.add_parser(
-        "status",
-        parents=[client],
-        help="show every process of a running supervisor",
-        description="A table of id, status, pid, uptime, restarts and last error. Exit 0 "
-        "on success, 1 when the server refuses, 3 when it cannot be reached.",
-    )
-    status.add_argument("--json", action="store_true", help="print the API's JSON array")
-    for name, verb in (("start", "start"), ("stop", "stop"), ("restart", "restart")):
-        command = commands.add_parser(
+
+    def command(name: str, summary: str, description: str, example: str, **extra: Any) -> Any:
+        return commands.add_parser(
             name,
             parents=[client],
-            help=f"{verb} one process",
-            description=f"{verb.capitalize()} process ID and print its status once done. "
-            "Exit 0 on success, 1 when the server refuses, 3 when it cannot be reached.",
+            help=summary,
+            description=description + _CLIENT_EXITS,
+            epilog="example:\n" + example,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+            **extra,
         )
-        command.add_argument("id", metavar="ID")
-    logs = commands.add_parser(
-        "logs",
-        parents=[client],
-        help="print a process's recent output",
-        description="Print the last N buffered lines of process ID; with -f, go on printing "
-        "new lines until Ctrl-C.",
+
+    status = command(
+        "status",
+        "show the processes of a running supervisor",
+        "A table of id, status, pid, uptime, restarts and last error.",
+        "  processman status            # every process\n"
+        "  processman ps web worker     # two of them",
+        aliases=["ps"],
     )
-    logs.add_argument("id", metavar="ID")
+    status.add_argument("ids", nargs="*", metavar="ID", help="the processes to show (all)")
+    status.add_argument("--json", action="store_true", help="print the API's JSON array")
+    for name, done in (
+        ("start", "once each is spawned (or failed)"),
+        ("stop", "once each whole tree is gone"),
+        ("restart", "once each new instance is spawned"),
+    ):
+        verb = command(
+            name,
+            f"{name} processes",
+            f"{name.capitalize()} the processes (in parallel) and print their statuses {done}.",
+            f"  processman {name} worker\n  processman {name} web worker\n  processman {name} all",
+        )
+        verb.add_argument("ids", nargs="+", metavar="ID", help="process ids, or all")
+    sig = command(
+        "signal",
+        "send a signal to processes' whole trees",
+        "Send SIG to the whole process tree of each process (grandchildren included).",
+        "  processman signal HUP web          # e.g. a server that reloads on SIGHUP\n"
+        "  processman signal SIGUSR1 all",
+    )
+    sig.add_argument("signal", metavar="SIG", help="a signal name: HUP, SIGUSR1, TERM ...")
+    sig.add_argument("ids", nargs="+", metavar="ID", help="process ids, or all")
+    logs = command(
+        "logs",
+        "print processes' recent output",
+        "Print the last N buffered lines of the processes; with -f, go on printing new "
+        "lines until Ctrl-C. Without an ID (or with several), every line gets the "
+        "console's <time> <id> | prefix, in time order.",
+        "  processman logs worker -n 20\n"
+        "  processman logs -f              # every process, as one stream",
+    )
+    logs.add_argument("ids", nargs="*", metavar="ID", help="the processes (all)")
     logs.add_argument("-n", type=int, default=100, metavar="N", help="how many lines (100)")
     logs.add_argument("-f", "--follow", action="store_true", help="follow the live stream")
     return parser
@@ -213,6 +262,20 @@ def run(path: str | None, *, only: str | None = None, api: str | None = None) ->
             sock = _bind(host, port)
         except OSError as exc:
             return _fail(f"cannot listen on {config.api.listen}: {exc.strerror or exc}")
+    # before anything is spawned: a second run of one config would start it all twice
+    directory = os.path.dirname(os.path.abspath(config.source))
+    control, no_control = None, ""
+    try:
+        control = ControlSocket.open(directory)
+    except AlreadySupervisedError as exc:
+        if sock is not None:
+            sock.close()
+        return _fail(f"{config.source}: {exc}")
+    except OSError as exc:
+        no_control = (
+            f"no control socket in {directory} ({exc.strerror or exc}): client commands "
+            "need --api (give run --api HOST:PORT)"
+        )
     logger.remove()
     # console = false hides the children's lines, not processman's warnings and errors: a
     # crash or a full disk is still said on stderr
@@ -223,15 +286,19 @@ def run(path: str | None, *, only: str | None = None, api: str | None = None) ->
         children=config.logs.console,
     )
     logger.enable("processman")
+    if no_control:
+        logger.bind(process="processman", stream="manager").warning(no_control)
     _enough_descriptors(len(config.processes))
     try:
-        anyio.run(_supervise, config, token, sock)
+        anyio.run(_supervise, config, token, sock, control)
     except ConfigError as exc:  # found at start-up, e.g. a logs.dir that cannot be written
         return _fail(str(exc))
     finally:
         logger.remove(handler)
         if sock is not None:
             sock.close()
+        if control is not None:
+            control.close()
     return EXIT_OK
 
 
@@ -274,7 +341,12 @@ def run_container(config: Config) -> Container:
     return container
 
 
-async def _supervise(config: Config, token: str | None, sock: socket.socket | None) -> None:
+async def _supervise(
+    config: Config,
+    token: str | None,
+    sock: socket.socket | None,
+    control: ControlSocket | None,
+) -> None:
     log = logger.bind(process="processman", stream="manager")
     # SIGHUP (the terminal closed) and SIGQUIT stop the processes as SIGTERM does: without a
     # handler run died at once, and the guardian SIGKILLed every child. One of them that run
@@ -285,6 +357,7 @@ async def _supervise(config: Config, token: str | None, sock: socket.socket | No
     with anyio.open_signal_receiver(*_STOPPING, *_ALSO_STOPPING) as signals:
         manager = ProcessManager(config, container=run_container(config))
         server = None
+        on_socket = _ControlServer(manager, control) if control is not None else None
         async with anyio.create_task_group() as tg:
             async with anyio.create_task_group() as impatient:
                 async with manager:
@@ -296,6 +369,8 @@ async def _supervise(config: Config, token: str | None, sock: socket.socket | No
                         server = ApiServer(create_app(manager, token=token))
                         await tg.start(server.serve, sock)
                         log.info("API on {}", config.api.base_url)
+                    if on_socket is not None:
+                        tg.start_soon(on_socket.serve)
                     name = await _next_stop(signals, ignored, log)
                     log.info("{} received: stopping every process (again to kill them)", name)
                     impatient.start_soon(_kill_on_next_stop, manager, signals, ignored, log)
@@ -304,6 +379,42 @@ async def _supervise(config: Config, token: str | None, sock: socket.socket | No
             # each log stream got its process's last lines, then ended. Nothing is open now.
             if server is not None:
                 server.stop()
+            if on_socket is not None:
+                on_socket.stop()
+
+
+class _ControlServer:
+    """The API on the control socket, without a token (only its owner may connect).
+
+    The HTTP adapter (starlette, uvicorn) is imported when the first client connects,
+    not before: until then the connections wait in the socket's backlog, and a run that
+    nobody asks pays nothing for it.
+    """
+
+    def __init__(self, manager: ProcessManager, control: ControlSocket) -> None:
+        self._manager = manager
+        self._control = control
+        self._server: Any = None
+        self._stopped = False
+        self._waiting = anyio.CancelScope()
+
+    async def serve(self) -> None:
+        """Wait for a first client, then serve until ``stop``."""
+        with self._waiting:
+            await anyio.wait_readable(self._control.socket)
+        if self._stopped:
+            return
+        from processman.adapters.http import ApiServer, create_app
+
+        self._server = ApiServer(create_app(self._manager, auth=False))
+        await self._server.serve(self._control.socket)
+
+    def stop(self) -> None:
+        """End the server (its open streams get their grace), or the wait for a client."""
+        self._stopped = True
+        self._waiting.cancel()
+        if self._server is not None:
+            self._server.stop()
 
 
 async def _next_stop(signals: AsyncIterator[int], ignored: set[int], log: Logger) -> str:
@@ -403,64 +514,202 @@ def _start_problems(spec: ProcessSpec, interpreter: str | None, missing: bool) -
 
 
 def client_command(args: argparse.Namespace) -> int:
-    """``status``, ``start``, ``stop``, ``restart``, ``logs``."""
-    base = args.api or os.environ.get("PROCESSMAN_API") or DEFAULT_API
-    token = args.token or os.environ.get("PROCESSMAN_TOKEN") or None
+    """``status``, ``start``, ``stop``, ``restart``, ``signal``, ``logs``."""
     try:
-        client = ApiClient(base, token)
-    except ApiUnreachableError as exc:  # not an address at all: say where it came from
-        return _fail(f"{'--api' if args.api else 'PROCESSMAN_API'}: {exc}", EXIT_UNREACHABLE)
+        client = _client(args)
+    except (ApiUnreachableError, _NothingRunsHere) as exc:
+        return _fail(str(exc), EXIT_UNREACHABLE)
     try:
-        if args.command == "status":
-            statuses = client.get("/api/processes")
-            if args.json:
-                print(json.dumps(statuses, indent=2))
-            else:
-                print(format_table(statuses))
-        elif args.command in ("start", "stop", "restart"):
-            quoted = _quote(args.id)
-            status = client.post(f"/api/processes/{quoted}/{args.command}")
-            print(format_table([status]))
-        else:
-            return _logs(client, args.id, args.n, args.follow)
+        if args.command in ("status", "ps"):
+            return _status(client, args.ids, args.json)
+        if args.command in ("start", "stop", "restart"):
+            return _act(client, args.command, args.ids, {})
+        if args.command == "signal":
+            return _act(client, "signal", args.ids, {"signal": args.signal})
+        return _logs(client, args.ids, args.n, args.follow)
     except ApiUnreachableError as exc:
         return _fail(str(exc), EXIT_UNREACHABLE)
     except ApiError as exc:
         return _fail(f"{client.base_url}: {exc.message}", EXIT_REFUSED)
+
+
+def _client(args: argparse.Namespace) -> ApiClient:
+    """The client of ``--api``, else ``PROCESSMAN_API``, else the nearest control socket.
+
+    Raises:
+        ApiUnreachableError: an address that is none (naming where it came from), or no
+            control socket here or above.
+    """
+    token = args.token or os.environ.get("PROCESSMAN_TOKEN") or None
+    base = args.api or os.environ.get("PROCESSMAN_API")
+    if base:
+        try:
+            return ApiClient(base, token)
+        except ApiUnreachableError as exc:  # not an address at all: say where it came from
+            source = "--api" if args.api else "PROCESSMAN_API"
+            raise _NothingRunsHere(f"{source}: {exc}") from None
+    here = os.getcwd()
+    path = find_control_socket(here)
+    if path is None:
+        raise _NothingRunsHere(
+            f"no processman runs here: no {CONTROL_SOCKET} in {here} or above it; start "
+            "`processman run` here (or in a parent directory), or give --api URL"
+        )
+    return ApiClient(token=token, socket_path=path)
+
+
+class _NothingRunsHere(Exception):
+    """No ``--api``, no ``PROCESSMAN_API`` and no control socket."""
+
+
+def _status(client: ApiClient, ids: list[str], as_json: bool) -> int:
+    if ids:
+        statuses = []
+        for process_id in dict.fromkeys(ids):
+            found = client.get(f"/api/processes/{_quote(process_id)}")
+            statuses.extend(found if isinstance(found, list) else [found])
+    else:
+        statuses = client.get("/api/processes")
+    print(json.dumps(statuses, indent=2) if as_json else format_table(statuses))
     return EXIT_OK
+
+
+def _act(client: ApiClient, action: str, ids: list[str], query: dict[str, object]) -> int:
+    """One command on many processes, in parallel; the statuses, then each refusal."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    if "all" in ids:
+        ids = [status["id"] for status in client.get("/api/processes")]
+    ids = list(dict.fromkeys(ids))
+
+    def one(process_id: str) -> list[dict[str, Any]] | ApiError:
+        try:
+            answer = client.post(f"/api/processes/{_quote(process_id)}/{action}", **query)
+        except ApiError as exc:
+            return exc
+        return answer if isinstance(answer, list) else [answer]
+
+    if not ids:
+        return EXIT_OK
+    with ThreadPoolExecutor(max_workers=min(len(ids), 32)) as pool:
+        results = list(pool.map(one, ids))
+    statuses = [s for r in results if not isinstance(r, ApiError) for s in r]
+    if statuses:
+        print(format_table(statuses))
+    code = EXIT_OK
+    for result in results:
+        if isinstance(result, ApiUnreachableError):
+            _fail(str(result), EXIT_UNREACHABLE)
+            code = EXIT_UNREACHABLE
+        elif isinstance(result, ApiError):
+            _fail(f"{client.base_url}: {result.message}", EXIT_REFUSED)
+            code = max(code, EXIT_REFUSED)
+    return code
 
 
 def _quote(process_id: str) -> str:
     return urllib.parse.quote(process_id, safe="")
 
 
-def _logs(client: ApiClient, process_id: str, count: int, follow: bool) -> int:
+def _logs(client: ApiClient, ids: list[str], count: int, follow: bool) -> int:
     if count < 0:
         return _fail("-n must be 0 or more", EXIT_REFUSED)
-    quoted = _quote(process_id)
-    for entry in client.get(f"/api/processes/{quoted}/logs", tail=count):
-        _print_line(entry)
+    every = [status["id"] for status in client.get("/api/processes")] if not ids else []
+    wanted = list(dict.fromkeys(ids)) or every
+    printer = _LinePrinter(wanted if len(wanted) > 1 or not ids else [], every or wanted)
+    backlog = []
+    for process_id in wanted:
+        for entry in client.get(f"/api/processes/{_quote(process_id)}/logs", tail=count):
+            backlog.append((entry.get("time", ""), process_id, entry))
+    backlog.sort(key=lambda item: item[0])  # stable: each process's own order is kept
+    for _, process_id, entry in backlog:
+        printer.print(process_id, entry)
     if not follow:
         return EXIT_OK
     try:
-        for event, data in client.events(f"/api/processes/{quoted}/logs/stream"):
-            record = json.loads(data)
-            if event == "gap":
-                print(f"[processman: {record['dropped']} lines dropped]", file=sys.stderr)
-            elif event == "end":
-                print(f"[processman: {record['reason']}]", file=sys.stderr)
-                return EXIT_OK
-            else:
-                _print_line(record)
+        return _follow(client, wanted, printer)
     except KeyboardInterrupt:
         return EXIT_OK
-    # no `end`: the connection was cut (processman killed, a network fault)
-    return _fail(f"{client.base_url}: the log stream broke off", EXIT_UNREACHABLE)
 
 
-def _print_line(entry: dict[str, Any]) -> None:
-    out = sys.stderr if entry.get("stream") == "stderr" else sys.stdout
-    print(entry.get("line", ""), file=out, flush=True)
+def _follow(client: ApiClient, ids: list[str], printer: _LinePrinter) -> int:
+    """Print the live lines of ``ids`` as they come (a thread per stream) until every
+    stream has ended or one breaks off."""
+    import queue
+    import threading
+
+    arrived: queue.Queue[tuple[str, str, str] | BaseException] = queue.Queue()
+
+    def read(process_id: str) -> None:
+        try:
+            for event, data in client.events(f"/api/processes/{_quote(process_id)}/logs/stream"):
+                arrived.put((process_id, event, data))
+                if event == "end":
+                    return
+            arrived.put((process_id, "broke off", ""))  # no `end`: processman killed, a fault
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+            arrived.put(exc)
+
+    for process_id in ids:
+        threading.Thread(target=read, args=(process_id,), daemon=True).start()
+    ended = 0
+    while ended < len(ids):
+        item = arrived.get()
+        if isinstance(item, BaseException):
+            raise item
+        process_id, event, data = item
+        if event == "broke off":
+            return _fail(f"{client.base_url}: the log stream broke off", EXIT_UNREACHABLE)
+        record = json.loads(data)
+        if event == "gap":
+            print(
+                f"[processman: {record['dropped']} lines of {process_id} dropped]", file=sys.stderr
+            )
+        elif event == "end":
+            ended += 1
+            if ended == len(ids):
+                print(f"[processman: {record['reason']}]", file=sys.stderr)
+        else:
+            printer.print(process_id, record)
+    return EXIT_OK
+
+
+class _LinePrinter:
+    """Prints log entries: bare for one process; with the console's ``<time> <id> |``
+    prefix (coloured on a terminal) when ``prefixed`` names the processes shown."""
+
+    def __init__(self, prefixed: list[str], every: list[str]) -> None:
+        from processman.adapters.logs import console_colours, should_colorize
+
+        self.prefixed = bool(prefixed)
+        self.width = max((len(pid) for pid in prefixed), default=0)
+        self.colours = console_colours(every) if should_colorize(sys.stdout) else {}
+
+    def print(self, process_id: str, entry: dict[str, Any]) -> None:
+        line = str(entry.get("line", ""))
+        if not self.prefixed:
+            out = sys.stderr if entry.get("stream") == "stderr" else sys.stdout
+            print(line, file=out, flush=True)
+            return
+        from processman.adapters.logs import console_line
+
+        colour = self.colours.get(process_id, "37") if self.colours else None
+        text = console_line(
+            _local_stamp(entry.get("time")), process_id, self.width, line + "\n", colour
+        )
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+
+def _local_stamp(when: object) -> str:
+    """``HH:MM:SS.mmm`` in local time, as the console shows it, from an RFC 3339 time."""
+    from datetime import datetime
+
+    try:
+        moment = datetime.fromisoformat(str(when)).astimezone()
+    except ValueError:
+        return " " * 12
+    return moment.strftime("%H:%M:%S.") + f"{moment.microsecond // 1000:03d}"
 
 
 def format_table(statuses: list[dict[str, Any]]) -> str:

@@ -7,6 +7,7 @@ from contextlib import AbstractContextManager, AsyncExitStack
 from typing import TYPE_CHECKING
 
 import anyio
+import anyio.lowlevel
 from dependency_injector import providers
 from loguru import logger
 
@@ -14,7 +15,7 @@ from processman.app.broadcast import LogHub, Subscription
 from processman.app.container import Container
 from processman.app.runner import ProcessRunner
 from processman.domain.errors import NotRunningError, UnknownProcessError
-from processman.domain.model import Config, ProcessStatus, Status
+from processman.domain.model import Config, ProcessStatus, Status, normalise_signal
 
 if TYPE_CHECKING:
     import builtins
@@ -203,6 +204,19 @@ class ProcessManager:
     async def restart(self, process_id: str) -> ProcessStatus:
         """Stop (if running) and start a process; return once the new instance is spawned."""
         return await self._runner(process_id).restart()
+
+    async def signal(self, process_id: str, signal: str) -> ProcessStatus:
+        """Send ``signal`` (``"HUP"`` or ``"SIGHUP"``) to the whole tree of a running process;
+        return its status.
+
+        Raises:
+            UnknownProcessError: no process has this id.
+            ProcessNotRunningError: it is not running.
+            ValueError: not a signal name, or one the platform cannot send.
+        """
+        name = normalise_signal(signal)
+        await anyio.lowlevel.checkpoint()
+        return self._runner(process_id).signal(name)
 
     async def kill_stopping(self) -> None:
         """SIGKILL every tree being stopped now, without waiting out its ``stopTimeout``

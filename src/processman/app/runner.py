@@ -16,7 +16,12 @@ import anyio
 from loguru import logger
 
 from processman.domain.environment import child_environment
-from processman.domain.errors import NotRunningError, SpawnError, WatchError
+from processman.domain.errors import (
+    NotRunningError,
+    ProcessNotRunningError,
+    SpawnError,
+    WatchError,
+)
 from processman.domain.interpreter import resolve_argv
 from processman.domain.lines import LineSplitter
 from processman.domain.model import ProcessSpec, ProcessStatus, Status
@@ -149,6 +154,21 @@ class ProcessRunner:
             await self._apply(Stop())
             await self._apply(Start())
             return self.status()
+
+    def signal(self, signal: str) -> ProcessStatus:
+        """Send ``signal`` (a normalised name) to the current instance's whole tree.
+
+        Not behind the lock: a stop waiting out its ``stopTimeout`` must not hold up a
+        signal, and the instance signalled is the one that runs now.
+
+        Raises:
+            ProcessNotRunningError: no instance runs.
+            ValueError: the platform cannot send that signal.
+        """
+        if self._handle is None or self._state.status is not Status.RUNNING:
+            raise ProcessNotRunningError(self.spec.id, self._state.status)
+        self._handle.signal(signal)
+        return self.status()
 
     async def close(self) -> ProcessStatus:
         """Stop it for good: a start or restart after this (or queued behind it) raises."""

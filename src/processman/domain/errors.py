@@ -7,7 +7,9 @@
     ├── TemplateError                a ``${NAME}`` could not be expanded
     ├── UnknownProcessError          (also a KeyError) no process has that id
     ├── NotRunningError              (also a RuntimeError) the manager is not running
+    ├── ProcessNotRunningError       a command needs a running process (signal)
     ├── WatchError                   development mode cannot watch a path
+    ├── AlreadySupervisedError       another ``processman run`` supervises this config
     ├── SpawnError                   a process could not be started
     │   └── InterpreterNotFoundError no interpreter candidate exists
     └── ApiError                     the control API refused a request (CLI client)
@@ -77,6 +79,18 @@ class NotRunningError(ProcessmanError, RuntimeError):
     shutting down or shut down (a start then would leave a child nobody stops)."""
 
 
+class ProcessNotRunningError(ProcessmanError):
+    """A command that needs a running instance (a signal) found none."""
+
+    def __init__(self, process_id: str, status: str) -> None:
+        self.process_id = process_id
+        self.status = status
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        return f"process {self.process_id!r} is {self.status}: no process to signal"
+
+
 class WatchError(ProcessmanError):
     """A watch path cannot be watched."""
 
@@ -87,6 +101,19 @@ class WatchError(ProcessmanError):
 
     def __str__(self) -> str:
         return f"cannot watch {self.path}: {self.reason}"
+
+
+class AlreadySupervisedError(ProcessmanError):
+    """A live ``processman run`` answers on the control socket at ``path``."""
+
+    def __init__(self, path: str, pid: int | None) -> None:
+        self.path = path
+        self.pid = pid
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        by = f"pid {self.pid}" if self.pid else "another processman run"
+        return f"already supervised by {by} (its control socket {self.path} answers)"
 
 
 class SpawnError(ProcessmanError):

@@ -112,6 +112,10 @@ class ProcessSpec(msgspec.Struct, frozen=True, kw_only=True):
             raise ValueError(f"write stop_signal as {normalise_signal(self.stop_signal)!r}")
 
 
+#: The control socket of ``processman run``, in the config file's directory (SPEC §6).
+CONTROL_SOCKET = ".processman.sock"
+
+
 class ApiSettings(msgspec.Struct, frozen=True, kw_only=True):
     """The ``[api]`` section: where the HTTP control API listens, and its token."""
 

@@ -60,6 +60,14 @@ class ProcessHandle(Protocol):
         """
         ...
 
+    def signal(self, signal: str) -> None:
+        """Send ``signal`` (a name such as ``"SIGHUP"``) to every process of the tree.
+
+        Raises:
+            ValueError: the platform cannot send that signal.
+        """
+        ...
+
 
 @runtime_checkable
 class Spawner(Protocol):
@@ -146,6 +154,10 @@ class ProcessControl(Protocol):
 
     async def stop(self, process_id: str) -> ProcessStatus:
         """Stop; return once the tree is gone."""
+        ...
+
+    async def signal(self, process_id: str, signal: str) -> ProcessStatus:
+        """Send ``signal`` to a running process's whole tree."""
         ...
 
     async def restart(self, process_id: str) -> ProcessStatus:
