@@ -108,6 +108,7 @@ IGNORED = [
     ("default", (), "notes.txt.swp"),
     ("default", (), "notes.txt~"),
     ("default", (), ".#notes.txt"),
+    ("default", (), ".processman.sock"),
     ("watchIgnore", ("*.tmp",), "data/cache.tmp"),
     ("watchIgnore", ("build/",), "build/out.js"),
     ("gitignore", (), "dist/bundle.js"),

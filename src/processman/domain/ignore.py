@@ -9,8 +9,10 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
 
 #: Directory and file names never watched: VCS data, caches, environments, logs, editor
-#: temp files. Each pattern is matched against every component of a relative path.
+#: temp files, and ``processman run``'s own control socket (replaced when a run starts
+#: after a killed one). Each pattern is matched against every component of a relative path.
 DEFAULT_IGNORES = (
+    ".processman.sock",
     ".git",
     "__pycache__",
     "*.pyc",
