@@ -130,6 +130,7 @@ class FakeSpawner:
         self.processes: list[FakeProcess] = []
         self.alive: set[FakeProcess] = set()
         self.max_alive = 0
+        self.closed = 0  # aclose calls
 
     async def spawn(self, request: SpawnRequest) -> FakeProcess:
         self.requests.append(request)
@@ -141,6 +142,9 @@ class FakeSpawner:
         self.alive.add(process)
         self.max_alive = max(self.max_alive, len(self.alive))
         return process
+
+    async def aclose(self) -> None:
+        self.closed += 1
 
     @property
     def last(self) -> FakeProcess:

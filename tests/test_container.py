@@ -34,6 +34,7 @@ async def test_custom_spawner_and_sink_by_keyword() -> None:
         await m.stop("p")
     assert [r.argv for r in spawner.requests] == [("prog",)]
     assert sink.lines() == ["hello"] and sink.closed
+    assert spawner.closed == 1  # the spawner's own clean-up, once every tree is gone
 
 
 async def test_custom_spawner_and_sink_by_overriding_the_container() -> None:

@@ -32,9 +32,7 @@ if sys.platform.startswith("linux"):
 async def spawner(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
     made = REAL[request.param]()
     yield made
-    aclose = getattr(made, "aclose", None)
-    if aclose is not None:
-        await aclose()
+    await made.aclose()
 
 
 def python(*args: str, cwd: str = str(TESTDATA)) -> SpawnRequest:

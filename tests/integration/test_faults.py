@@ -32,7 +32,7 @@ async def test_a_child_that_closes_its_streams_keeps_running() -> None:
     ) as m:
         await wait_until(lambda: lines(m, "quiet") == ["closing my streams"])
         pid = m.status("quiet").pid
-        await wait_until(lambda: m._runners["quiet"]._open_streams == 0)  # both pipes at EOF
+        await wait_until(lambda: m._runners["quiet"].output.open_streams == 0)  # both pipes at EOF
         assert m.status("quiet").status == "running" and pid_alive(pid)  # type: ignore[arg-type]
         stopped = await m.stop("quiet")
         assert stopped.status == "stopped" and not pid_alive(pid)  # type: ignore[arg-type]

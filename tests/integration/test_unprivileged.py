@@ -62,7 +62,7 @@ def _spawn_in(cwd: str) -> str:
     try:
         return anyio.run(spawn)
     finally:
-        anyio.run(spawner.aclose) if hasattr(spawner, "aclose") else None
+        anyio.run(spawner.aclose)
 
 
 def test_the_directory_is_named_when_it_cannot_be_entered(locked: Path) -> None:

@@ -281,3 +281,111 @@ async def test_kill_stopping_also_cuts_short_the_stop_of_what_an_exited_process_
         await anyio.wait_all_tasks_blocked()
         assert spawner.last.stop_calls == [("SIGTERM", 60.0), ("SIGKILL", 0.0)]
         assert m.status("p").status == "exited"
+
+
+# --- the manager changes while it runs, and tells what changed -----------------------
+
+
+async def next_events(stream: object, count: int) -> list[tuple[str, str, str | None]]:
+    got = []
+    with anyio.fail_after(5):
+        async for event in stream:  # type: ignore[attr-defined]
+            got.append((event.kind, event.process_id, event.status and event.status.status))
+            if len(got) == count:
+                return got
+    return got
+
+
+async def test_events_are_a_snapshot_then_every_change() -> None:
+    spawner, clock = FakeSpawner(), FakeClock()
+    two = Config(processes=(*config().processes, *config(id="q", autostart=False).processes))
+    async with manager(two, spawner, clock) as m:
+        async with m.events() as stream:
+            assert await next_events(stream, 2) == [
+                ("status", "p", "running"),
+                ("status", "q", "stopped"),
+            ]
+            await m.stop("p")
+            assert await next_events(stream, 2) == [
+                ("status", "p", "stopping"),
+                ("status", "p", "stopped"),
+            ]
+            await m.start("q")  # starting, then running with its pid: each a change
+            assert await next_events(stream, 2) == [
+                ("status", "q", "starting"),
+                ("status", "q", "running"),
+            ]
+            spawner.last.exit(1)
+            await anyio.wait_all_tasks_blocked()
+            ((kind, pid, status),) = await next_events(stream, 1)
+            assert (kind, pid, status) == ("status", "q", "backoff")
+    # after the shutdown a new reader gets the statuses as they are, then the end
+    stream = m.events()
+    assert await next_events(stream, 10) == [("status", "p", "stopped"), ("status", "q", "stopped")]
+
+
+async def test_a_reader_still_open_at_shutdown_gets_the_last_events_then_the_end() -> None:
+    spawner, clock = FakeSpawner(), FakeClock()
+    got: list[tuple[str, str, str | None]] = []
+    async with anyio.create_task_group() as tg:
+        async with manager(config(), spawner, clock) as m:
+            stream = m.events()
+
+            async def read() -> None:
+                got.extend(await next_events(stream, 100))
+
+            tg.start_soon(read)
+            await anyio.wait_all_tasks_blocked()
+    assert got == [
+        ("status", "p", "running"),
+        ("status", "p", "stopping"),
+        ("status", "p", "stopped"),
+    ]
+
+
+async def test_a_reader_that_falls_behind_gets_a_gap_then_a_fresh_snapshot() -> None:
+    spawner, clock = FakeSpawner(), FakeClock()
+    async with manager(config(), spawner, clock) as m:
+        m._statuses._capacity = 3  # small, to fall behind quickly
+        stream = m.events()  # its snapshot: one event, queued
+        for _ in range(3):
+            await m.restart("p")  # stopping, stopped, starting, running: 4 each
+        events = await next_events(stream, 2)
+        assert events == [("gap", "", None), ("status", "p", "running")]
+        await m.stop("p")
+        assert await next_events(stream, 2) == [
+            ("status", "p", "stopping"),
+            ("status", "p", "stopped"),
+        ]
+        await stream.aclose()
+
+
+async def test_a_process_added_and_removed_while_running() -> None:
+    spawner, clock = FakeSpawner(), FakeClock()
+    async with manager(config(), spawner, clock) as m:
+        async with m.events() as stream:
+            await next_events(stream, 1)
+            added = await m.add_process(ProcessSpec(id="new", cwd="/", command=("other",)))
+            assert added.status == "running" and [s.id for s in m.list()] == ["p", "new"]
+            assert [s.id for s in m.config.processes] == ["p", "new"]
+            assert await next_events(stream, 3) == [
+                ("status", "new", "stopped"),
+                ("status", "new", "starting"),
+                ("status", "new", "running"),
+            ]
+            with pytest.raises(ValueError, match="'new' already"):
+                await m.add_process(ProcessSpec(id="new", cwd="/", command=("x",)))
+            process = spawner.last
+            await m.remove_process("new")
+            assert process.code is not None and process not in spawner.alive  # its tree gone
+            with pytest.raises(UnknownProcessError):
+                m.status("new")
+            assert [s.id for s in m.config.processes] == ["p"]
+            assert (await next_events(stream, 3))[-1] == ("removed", "new", None)
+            quiet = await m.add_process(
+                ProcessSpec(id="idle", cwd="/", command=("x",), autostart=False)
+            )
+            assert quiet.status == "stopped"
+    with pytest.raises(NotRunningError):
+        await m.add_process(ProcessSpec(id="late", cwd="/", command=("x",)))
+    assert spawner.closed == 1

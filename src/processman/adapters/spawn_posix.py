@@ -31,6 +31,9 @@ KILL_GRACE = 5.0
 class PosixSpawner:
     """``Spawner`` for Linux and macOS."""
 
+    async def aclose(self) -> None:
+        """Nothing to release: each group is gone with its stop."""
+
     async def spawn(self, request: SpawnRequest) -> PosixProcess:
         """Start ``request.argv`` in a new session; its pid is also its process group id."""
         check_cwd(request.cwd)

@@ -71,6 +71,9 @@ class WindowsSpawner:
     def __init__(self, win32: Win32Api | None = None) -> None:
         self._win32 = win32
 
+    async def aclose(self) -> None:
+        """Nothing to release: each job is closed with its stop."""
+
     def _api(self) -> Win32Api:
         if self._win32 is None:
             self._win32 = _kernel32()

@@ -1,23 +1,26 @@
-"""Live log subscriptions: a sink that fans each process's lines out to its subscribers.
+"""Live subscriptions: each process's lines (``LogHub``) and every status change
+(``StatusHub``), fanned out to their readers.
 
-A subscriber that falls behind loses lines, never slows the children: when its queue
-is full, new lines are counted as dropped and reported (a gap marker) after the lines
-it already has.
+A reader that falls behind loses items, never slows the children or the manager: a log
+reader's further lines are counted as dropped and reported (a gap marker) after the
+lines it already has; a status reader gets a gap, then a fresh snapshot.
 """
 
 from __future__ import annotations
 
+import weakref
 from collections import deque
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 import anyio
 
 from processman.domain.ports import LogEntry
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
+    from processman.domain.model import ProcessStatus
     from processman.domain.ports import LogBatch
 
 #: Lines a subscriber may have waiting before new ones are dropped.
@@ -99,3 +102,120 @@ class LogHub:
     def subscriber_count(self, process_id: str) -> int:
         """How many subscribers a process has (for tests and metrics)."""
         return len(self._subscribers.get(process_id, ()))
+
+
+#: Status events a reader may have waiting before it falls behind (then: a gap and a
+#: fresh snapshot).
+STATUS_CAPACITY = 10_000
+
+
+class StatusEvent(NamedTuple):
+    """One item of ``ProcessManager.events()``.
+
+    ``kind`` is ``"status"`` (``status`` is the process's new status object), ``"removed"``
+    (the process ``process_id`` is gone: scaled down or reloaded away) or ``"gap"`` (the
+    reader fell behind and lost events: a fresh snapshot of every process follows).
+    """
+
+    kind: Literal["status", "removed", "gap"]
+    process_id: str
+    status: ProcessStatus | None = None
+
+
+class StatusStream:
+    """One reader of the status events: a snapshot first, then every change.
+
+    An async iterator; also an async context manager, whose end stops the subscription
+    at once (otherwise it ends when the iterator is garbage-collected).
+    """
+
+    def __init__(self, hub: StatusHub, capacity: int) -> None:
+        self._hub = hub
+        self._capacity = capacity
+        self._queue: deque[StatusEvent] = deque(hub.snapshot_events())
+        self._fell_behind = False
+        self._ready = anyio.Event()
+        self._closed = False
+
+    def push(self, event: StatusEvent) -> None:
+        """Queue an event (on the event loop; never waits)."""
+        if self._fell_behind:
+            return
+        if len(self._queue) >= self._capacity:
+            self._fell_behind = True
+            self._queue.clear()
+        else:
+            self._queue.append(event)
+        self._ready.set()
+
+    def close(self) -> None:
+        """No more events: the iterator ends once the queued ones are read."""
+        self._closed = True
+        self._ready.set()
+
+    def __aiter__(self) -> StatusStream:
+        return self
+
+    async def __anext__(self) -> StatusEvent:
+        while True:
+            if self._fell_behind:
+                self._fell_behind = False
+                self._queue.extend(self._hub.snapshot_events())
+                return StatusEvent("gap", "")
+            if self._queue:
+                return self._queue.popleft()
+            if self._closed:
+                raise StopAsyncIteration
+            self._ready = anyio.Event()
+            await self._ready.wait()
+
+    async def __aenter__(self) -> StatusStream:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Stop receiving events."""
+        self._hub.unsubscribe(self)
+        self._closed = True
+
+
+class StatusHub:
+    """Fans status changes out to every ``StatusStream``; costs nothing without readers."""
+
+    def __init__(
+        self, snapshot: Callable[[], list[ProcessStatus]], capacity: int = STATUS_CAPACITY
+    ) -> None:
+        self._snapshot = snapshot
+        self._capacity = capacity
+        self._streams: weakref.WeakSet[StatusStream] = weakref.WeakSet()
+
+    @property
+    def listening(self) -> bool:
+        """Whether anybody reads the events (else no status object need be made)."""
+        return bool(self._streams)
+
+    def snapshot_events(self) -> list[StatusEvent]:
+        """A ``status`` event for every process, now."""
+        return [StatusEvent("status", s.id, s) for s in self._snapshot()]
+
+    def subscribe(self) -> StatusStream:
+        """A new reader: the snapshot is its first events."""
+        stream = StatusStream(self, self._capacity)
+        self._streams.add(stream)
+        return stream
+
+    def unsubscribe(self, stream: StatusStream) -> None:
+        """Forget a reader."""
+        self._streams.discard(stream)
+
+    def publish(self, event: StatusEvent) -> None:
+        """Hand an event to every reader."""
+        for stream in list(self._streams):
+            stream.push(event)
+
+    def close(self) -> None:
+        """The manager has shut down: every reader ends after its queued events."""
+        for stream in list(self._streams):
+            stream.close()

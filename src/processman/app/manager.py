@@ -8,14 +8,21 @@ from typing import TYPE_CHECKING
 
 import anyio
 import anyio.lowlevel
+import msgspec
 from dependency_injector import providers
 from loguru import logger
 
-from processman.app.broadcast import LogHub, Subscription
+from processman.app.broadcast import LogHub, StatusEvent, StatusHub, StatusStream, Subscription
 from processman.app.container import Container
 from processman.app.runner import ProcessRunner
 from processman.domain.errors import NotRunningError, UnknownProcessError
-from processman.domain.model import Config, ProcessStatus, Status, normalise_signal
+from processman.domain.model import (
+    Config,
+    ProcessSpec,
+    ProcessStatus,
+    Status,
+    normalise_signal,
+)
 
 if TYPE_CHECKING:
     import builtins
@@ -76,6 +83,8 @@ class ProcessManager:
         self._sinks: list[LogSink] = [self.ring_buffer, self._hub, *extra]
         self._environ = dict(os.environ if environ is None else environ)
         self._runners: dict[str, ProcessRunner] = {}
+        self._statuses = StatusHub(self._every_status)
+        self._tg: TaskGroup | None = None
         self._stack: AsyncExitStack | None = None
 
     # --- lifecycle ------------------------------------------------------------------
@@ -86,26 +95,12 @@ class ProcessManager:
         stack = AsyncExitStack()
         await stack.__aenter__()
         try:
-            aclose = getattr(self._spawner, "aclose", None)
-            if aclose is not None:  # e.g. the Linux spawner's cgroups and guardian
-                stack.push_async_callback(_shielded, aclose)
-            tg = await stack.enter_async_context(anyio.create_task_group())
+            stack.push_async_callback(_shielded, self._spawner.aclose)
+            tg = self._tg = await stack.enter_async_context(anyio.create_task_group())
             stack.callback(self._end_lingering_tasks, tg)  # last of all
             stack.push_async_callback(self._shutdown)
-            api_url = self.config.api.base_url
-            ignore_dirs = (self.config.logs.dir,) if self.config.logs.dir else ()
             for spec in self.config.processes:
-                self._runners[spec.id] = ProcessRunner(
-                    spec,
-                    spawner=self._spawner,
-                    clock=self._clock,
-                    sinks=self._sinks,
-                    task_group=tg,
-                    environ=self._environ,
-                    api_url=api_url,
-                    watcher=self._watcher,
-                    ignore_dirs=ignore_dirs,
-                )
+                self._runners[spec.id] = self._new_runner(spec, tg)
             autostart = [r for r in self._runners.values() if r.spec.autostart]
             await _each(autostart, ProcessRunner.start)
             for runner in self._runners.values():
@@ -127,13 +122,85 @@ class ProcessManager:
             return None
         return await stack.__aexit__(exc_type, exc, tb)
 
+    def _new_runner(self, spec: ProcessSpec, tg: TaskGroup) -> ProcessRunner:
+        return ProcessRunner(
+            spec,
+            spawner=self._spawner,
+            clock=self._clock,
+            sinks=self._sinks,
+            task_group=tg,
+            environ=self._environ,
+            api_url=self.config.api.base_url,
+            watcher=self._watcher,
+            ignore_dirs=(self.config.logs.dir,) if self.config.logs.dir else (),
+            on_change=self._status_changed,
+        )
+
+    async def add_process(self, spec: ProcessSpec) -> ProcessStatus:
+        """Supervise one more process while running (what scaling and reloading do);
+        start it if it is ``autostart``; return its status once spawned (or failed).
+
+        Raises:
+            ValueError: a process has this id already.
+            NotRunningError: the manager is not running, or shuts down.
+        """
+        if self._stack is None or self._tg is None:
+            raise NotRunningError("the ProcessManager is not running: nothing is added")
+        if spec.id in self._runners:
+            raise ValueError(f"a process has the id {spec.id!r} already")
+        runner = self._runners[spec.id] = self._new_runner(spec, self._tg)
+        self._set_processes()
+        self._status_changed(runner)
+        if spec.autostart:
+            await runner.start()
+        runner.start_watching()
+        return runner.status()
+
+    async def remove_process(self, process_id: str) -> None:
+        """Stop a process (return once its tree is gone) and forget it: its id is
+        unknown afterwards; its buffered lines stay until another takes the id."""
+        runner = self._runner(process_id)
+        await runner.close()
+        await runner.output.wait_drained()
+        runner.stop_watching()
+        if self._runners.get(process_id) is runner:
+            del self._runners[process_id]
+            self._set_processes()
+            self._statuses.publish(StatusEvent("removed", process_id))
+
+    def _set_processes(self) -> None:
+        specs = tuple(runner.spec for runner in self._runners.values())
+        self.config = msgspec.structs.replace(self.config, processes=specs)
+
+    def events(self) -> StatusStream:
+        """Status changes: first a ``status`` event for every process, then one each time
+        a process's status, pid or last error changes (``removed`` when one is gone).
+
+        An async iterator (and an async context manager that ends it); a reader that
+        falls far behind gets a ``gap`` event, then a fresh snapshot. It ends once the
+        manager has shut down and its last events are read.
+        """
+        self._require_entered()
+        stream = self._statuses.subscribe()
+        if self._stack is None:  # shut down: the statuses as they are, and the end
+            stream.close()
+        return stream
+
+    def _status_changed(self, runner: ProcessRunner) -> None:
+        if self._statuses.listening and self._runners.get(runner.spec.id) is runner:
+            self._statuses.publish(StatusEvent("status", runner.spec.id, runner.status()))
+
+    def _every_status(self) -> builtins.list[ProcessStatus]:
+        return [runner.status() for runner in self._runners.values()]
+
     async def _shutdown(self) -> None:
         with anyio.CancelScope(shield=True):
             await _each(self._runners.values(), ProcessRunner.close)
             # The readers end at EOF once the trees are gone: let them finish the pipes.
             with anyio.move_on_after(DRAIN_GRACE):
                 for runner in self._runners.values():
-                    await runner.wait_drained()
+                    await runner.output.wait_drained()
+            self._statuses.close()
             for sink in self._sinks:
                 try:
                     sink.close()
@@ -143,9 +210,9 @@ class ProcessManager:
                     )
 
     def _end_lingering_tasks(self, tg: TaskGroup) -> None:
-        """Pipe readers (shielded: see ``ProcessRunner._pump``), retry timers, watchers."""
+        """Pipe readers (shielded: see ``OutputPump``), retry timers, watchers."""
         for runner in self._runners.values():
-            runner.cancel_readers()
+            runner.output.cancel()
         tg.cancel_scope.cancel()
 
     # --- queries --------------------------------------------------------------------

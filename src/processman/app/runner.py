@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import anyio
 from loguru import logger
 
+from processman.app.output import OutputPump
 from processman.domain.environment import child_environment
 from processman.domain.errors import (
     NotRunningError,
@@ -23,9 +24,8 @@ from processman.domain.errors import (
     WatchError,
 )
 from processman.domain.interpreter import resolve_argv
-from processman.domain.lines import LineSplitter
 from processman.domain.model import ProcessSpec, ProcessStatus, Status
-from processman.domain.ports import LogBatch, SpawnRequest, WatchRequest
+from processman.domain.ports import SpawnRequest, WatchRequest
 from processman.domain.reload_loop import ReloadLoop
 from processman.domain.state import (
     CancelRetry,
@@ -50,7 +50,7 @@ from processman.domain.state import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterable, Mapping, Sequence
+    from collections.abc import Callable, Mapping, Sequence
 
     from anyio.abc import TaskGroup
 
@@ -60,7 +60,6 @@ if TYPE_CHECKING:
         LogSink,
         ProcessHandle,
         Spawner,
-        StreamName,
     )
 
 
@@ -83,12 +82,12 @@ class ProcessRunner:
         api_url: str = "",
         watcher: FileWatcher | None = None,
         ignore_dirs: tuple[str, ...] = (),
+        on_change: Callable[[ProcessRunner], None] | None = None,
     ) -> None:
         self.spec = spec
+        self._on_change = on_change
         self._spawner = spawner
         self._clock = clock
-        self._sinks = sinks
-        self._failing_sinks: set[int] = set()  # id() of the sinks whose last write failed
         self._tg = task_group
         self._environ = environ
         self._api_url = api_url
@@ -96,6 +95,7 @@ class ProcessRunner:
         self._ignore_dirs = ignore_dirs
         self._reload_wanted = False
         self._reloading = False
+        self._watch_scope: anyio.CancelScope | None = None
         self._reload_loop = ReloadLoop()
         self._state = State()
         self._lock = anyio.Lock()
@@ -104,12 +104,11 @@ class ProcessRunner:
         self._stopping: set[ProcessHandle] = set()  # stops that may wait out their grace
         self._retry_scope: anyio.CancelScope | None = None
         self._changed = anyio.Event()
-        self._open_streams = 0
-        self._readers: set[anyio.CancelScope] = set()
-        self._drained = anyio.Event()
-        self._drained.set()
         self._argv = self._preview_argv()
         self._log = logger.bind(process=spec.id, stream="manager", pid=None)
+        self.output = OutputPump(
+            spec.id, sinks=sinks, clock=clock, task_group=task_group, log=self._log
+        )
 
     # --- queries ------------------------------------------------------------------
 
@@ -127,10 +126,6 @@ class ProcessRunner:
         while self._state.status not in statuses:
             await self._changed.wait()
         return self.status()
-
-    async def wait_drained(self) -> None:
-        """Wait until every output stream of every instance has been read to its end."""
-        await self._drained.wait()
 
     # --- commands -----------------------------------------------------------------
 
@@ -190,19 +185,27 @@ class ProcessRunner:
             raise NotRunningError("the ProcessManager has shut down: nothing more is started")
 
     def start_watching(self) -> None:
-        """In development mode, reload on file changes (until the task group ends)."""
-        if self.spec.dev_mode and self._watcher is not None:
-            self._tg.start_soon(self._watch_changes, self._watcher)
+        """In development mode, reload on file changes (until ``stop_watching``)."""
+        if self.spec.dev_mode and self._watcher is not None and self._watch_scope is None:
+            self._watch_scope = anyio.CancelScope()
+            self._tg.start_soon(self._watch_changes, self._watcher, self._watch_scope)
+
+    def stop_watching(self) -> None:
+        """End the file watch (a process removed while the manager runs)."""
+        if self._watch_scope is not None:
+            self._watch_scope.cancel()
 
     # --- the imperative shell -------------------------------------------------------
 
     async def _apply(self, event: Event) -> None:
         state, effects = transition(self._state, event, self.spec, self._clock.monotonic())
         if state is not self._state:
-            self._announce(self._state, state, event, effects)
-            self._state = state
+            old, self._state = self._state, state
+            self._announce(old, state, event, effects)
             self._changed.set()
             self._changed = anyio.Event()
+            if self._on_change is not None and _visible(old) != _visible(state):
+                self._on_change(self)
         for effect in effects:
             await self._perform(effect)
 
@@ -235,11 +238,7 @@ class ProcessRunner:
             await self._apply(SpawnFailed(f"cannot start {self._argv[0]}: {exc!r}"))
             return
         self._handle = handle
-        if self._open_streams == 0:
-            self._drained = anyio.Event()
-        self._open_streams += 2
-        self._tg.start_soon(self._pump, handle.pid, "stdout", handle.stdout)
-        self._tg.start_soon(self._pump, handle.pid, "stderr", handle.stderr)
+        self.output.start(handle)
         self._tg.start_soon(self._watch_exit, handle)
         await self._apply(Spawned(handle.pid, self._clock.utcnow()))
 
@@ -271,21 +270,22 @@ class ProcessRunner:
                     self._retry_scope = None
                     await self._apply(RetryDue())
 
-    async def _watch_changes(self, watcher: FileWatcher) -> None:
+    async def _watch_changes(self, watcher: FileWatcher, scope: anyio.CancelScope) -> None:
         request = WatchRequest(
             paths=self.spec.watch_paths,
             ignore=self.spec.watch_ignore,
             ignore_dirs=self._ignore_dirs,
             debounce=self.spec.watch_debounce,
         )
-        try:
-            await watcher.watch(request, self._on_change)
-        except WatchError as exc:
-            self._log.error("{}; reloading on changes is off", exc)
-            async with self._lock:
-                await self._apply(WatchFailed(str(exc)))
+        with scope:
+            try:
+                await watcher.watch(request, self._on_file_change)
+            except WatchError as exc:
+                self._log.error("{}; reloading on changes is off", exc)
+                async with self._lock:
+                    await self._apply(WatchFailed(str(exc)))
 
-    def _on_change(self, changed: set[str]) -> None:
+    def _on_file_change(self, changed: set[str]) -> None:
         self._log.info("{} changed: reloading", _describe_changes(changed))
         if self._reload_loop.reload(self._clock.monotonic(), frozenset(changed)):
             self._log.warning(
@@ -308,67 +308,6 @@ class ProcessRunner:
                     await self._apply(FileChanged())
         finally:
             self._reloading = False
-
-    async def _pump(self, pid: int, stream: StreamName, source: AsyncIterable[bytes]) -> None:
-        """Read one stream to its end, handing lines to the sinks in batches.
-
-        Shielded: when the manager's block is left by a cancellation (a timeout of the
-        host's, its task group cancelled), what the children say while they are stopped is
-        still read; the manager ends lingering readers itself (``cancel_readers``).
-        """
-        with anyio.CancelScope(shield=True) as scope:
-            self._readers.add(scope)
-            try:
-                await self._read(pid, stream, source)
-            finally:
-                self._readers.discard(scope)
-
-    async def _read(self, pid: int, stream: StreamName, source: AsyncIterable[bytes]) -> None:
-        splitter = LineSplitter()
-        try:
-            async for chunk in source:
-                lines = splitter.feed(chunk)
-                if lines:
-                    self._emit(pid, stream, lines)
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-            pass
-        rest = splitter.flush()
-        if rest:
-            self._emit(pid, stream, rest)
-        self._open_streams -= 1
-        if self._open_streams == 0:
-            self._drained.set()
-
-    def cancel_readers(self) -> None:
-        """End the output readers still running (the manager's last step)."""
-        for scope in list(self._readers):
-            scope.cancel()
-
-    def _emit(self, pid: int, stream: StreamName, lines: list[str]) -> None:
-        batch = LogBatch(self.spec.id, stream, pid, self._clock.utcnow(), lines)
-        for sink in self._sinks:
-            try:
-                sink.write(batch)
-            except Exception as exc:  # a broken sink must not stop the others or the child
-                self._sink_failed(sink, exc)
-            else:
-                if self._failing_sinks and id(sink) in self._failing_sinks:
-                    self._failing_sinks.discard(id(sink))
-                    self._log.info("log sink {} works again", type(sink).__name__)
-
-    def _sink_failed(self, sink: LogSink, exc: Exception) -> None:
-        """Say so once, not on every batch (a full disk fails each of them)."""
-        if id(sink) in self._failing_sinks:
-            return
-        self._failing_sinks.add(id(sink))
-        # an OSError is the world (a full disk, permissions); anything else is a bug in
-        # the sink, worth its traceback once
-        log = self._log if isinstance(exc, OSError) else self._log.opt(exception=exc)
-        log.error(
-            "log sink {} failed: {}; its lines are lost until it works again",
-            type(sink).__name__,
-            exc,
-        )
 
     # --- helpers --------------------------------------------------------------------
 
@@ -394,6 +333,11 @@ class ProcessRunner:
             self._log.info("{}; not restarted (restart = {})", _ended(event), self.spec.restart)
         elif new.status is Status.STOPPED and old.status is Status.STOPPING:
             self._log.info("stopped")
+
+
+def _visible(state: State) -> tuple[object, ...]:
+    """What a status event is sent for (SPEC §11): the status, pid and last error."""
+    return (state.status, state.run.pid if state.run else None, state.last_error)
 
 
 def resolve_here(spec: ProcessSpec) -> tuple[tuple[str, ...], str | None]:

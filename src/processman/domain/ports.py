@@ -81,6 +81,11 @@ class Spawner(Protocol):
         """
         ...
 
+    async def aclose(self) -> None:
+        """Release what the spawner holds (the Linux spawner's cgroup tree and guardian);
+        called once, when the manager has stopped every process."""
+        ...
+
 
 class LogBatch(msgspec.Struct, frozen=True):
     """Consecutive lines of one stream of one instance, read at ``time``."""
