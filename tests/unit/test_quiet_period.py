@@ -38,28 +38,27 @@ def test_nothing_kept_holds_nothing() -> None:
     assert quiet.remaining(1.0) is None
 
 
-def test_a_new_path_came_a_step_before_the_return_at_the_latest(tmp_path: Path) -> None:
-    gone = str(tmp_path / "gone.py")
-    assert last_change([gone], called=10.0, returned=10.03, step=0.02, cap=0.05) == 10.03 - 0.02
+def test_a_removed_path_came_a_step_before_the_return_at_the_latest(tmp_path: Path) -> None:
+    gone = {str(tmp_path / "gone.py")}
+    assert last_change(gone, returned=10.03, step=0.02, capped=False) == 10.03 - 0.02
 
 
-def test_a_file_written_again_is_dated_by_its_modification_time(tmp_path: Path) -> None:
+def test_a_path_is_dated_by_its_inode_change_time(tmp_path: Path) -> None:
     path = tmp_path / "m.py"
-    path.write_text("x")
+    path.write_text("x")  # now: within the last step
     now = time.monotonic()
-    wall = time.time()
-    os.utime(path, (wall - 0.005, wall - 0.005))  # written 5 ms ago, within the last step
-    got = last_change([str(path)], called=now - 0.03, returned=now, step=0.02, cap=0.05)
-    assert abs(got - (now - 0.005)) < 0.002
-    os.utime(path, (wall + 60, wall + 60))  # a clock ahead of ours: never after the return
-    assert last_change([str(path)], called=now - 0.03, returned=now, step=0.02, cap=0.05) == now
-    os.utime(path, (wall - 60, wall - 60))  # touched to an old date: the step bounds it
-    got = last_change([str(path)], called=now - 0.03, returned=now, step=0.02, cap=0.05)
-    assert got == now - 0.02
+    got = last_change({str(path)}, returned=now, step=0.02, capped=False)
+    assert now - 0.02 <= got <= now
+    # a modification time set back (touch -d, cp -p, tar) does not move the change back
+    os.utime(path, (time.time() - 3600, time.time() - 3600))
+    assert last_change({str(path)}, returned=now, step=0.02, capped=False) >= now - 0.02
+    # a change time older than the step before (another clock) is kept to that bound
+    later = now + 60
+    assert last_change({str(path)}, returned=later, step=0.02, capped=False) == later - 0.04
 
 
-def test_a_batch_that_may_have_been_capped_ends_at_its_return(tmp_path: Path) -> None:
-    assert last_change([], called=1.0, returned=1.06, step=0.005, cap=0.05) == 1.06
+def test_a_batch_that_may_have_been_capped_ends_at_its_return() -> None:
+    assert last_change(set(), returned=1.06, step=0.005, capped=True) == 1.06
 
 
 def test_steps_are_short_while_changes_wait() -> None:

@@ -249,29 +249,46 @@ class QuietPeriod:
         return due
 
 
-def last_change(
-    paths: Iterable[str], called: float, returned: float, step: float, cap: float
-) -> float:
-    """The latest time (monotonic) at which a batch that ``RustNotify.watch`` returned can
-    have seen a change.
+def last_change(paths: set[str], returned: float, step: float, capped: bool) -> float:
+    """The latest time (monotonic) at which a change of a batch that ``RustNotify.watch``
+    returned can have been made.
 
     watchfiles returns a batch once a step passes in which its set of (change, path) did
-    not grow, or once ``cap`` has passed since it saw the first: so a new path came a step
-    before the return at the latest, unless the batch may have been capped. A path written
-    again is no new member of the set, so the files' modification times tell when they
-    were last written (kept between those two bounds: a file system's clock may differ).
+    not grow (or once its cap is reached: ``capped`` says it may have been). So a new
+    member of the set came a step before the return at the latest, and after the check
+    before that, unless it waited in the set from earlier. A path changed again is no
+    new member: the paths' inode change times (``st_ctime``, which no program can set
+    back, unlike the modification time) tell when they last changed, kept between those
+    two bounds (a file system's clock may differ) and read late by up to a tick of the
+    kernel's coarse clock, which stamps them. A removed path has none: its removal is a
+    new member, so the step bounds it.
     """
-    if returned - called >= cap:
+    if capped or len(paths) > MAX_STATS:
         return returned
-    earliest = returned - step
+    latest = returned - 2 * step
     offset = time.time() - time.monotonic()
-    latest_write = earliest
     for path in paths:
         try:
-            latest_write = max(latest_write, os.stat(path).st_mtime - offset)
+            changed = os.stat(path).st_ctime - offset + FS_CLOCK_TICK
         except OSError:
-            continue  # removed: its removal is a new member, seen by the step
-    return min(returned, latest_write)
+            changed = returned - step
+        latest = max(latest, changed)
+    return min(returned, latest)
+
+
+#: Batches with more paths than this are taken to end at their return (no stat of each).
+MAX_STATS = 1000
+
+
+def _fs_clock_tick() -> float:
+    """How far behind the kernel's coarse clock, which stamps inodes, may lag (Linux)."""
+    try:
+        return time.clock_getres(5)  # CLOCK_REALTIME_COARSE, which time does not name
+    except (OSError, AttributeError):
+        return 0.004
+
+
+FS_CLOCK_TICK = _fs_clock_tick() if sys.platform.startswith("linux") else 0.0
 
 
 class WatchfilesWatcher:
@@ -343,7 +360,11 @@ def _watch_in_thread(
     from watchfiles._rust_notify import RustNotify  # on the first watch, as pathspec
 
     idle_step, busy_step = watch_steps(quiet.debounce)
-    cap_ms = max(busy_step, int(quiet.debounce * 1000))
+    # watchfiles returns a batch after a step without a new change, or once its cap has
+    # passed since the first: while idle the cap is long, so that a batch that began in
+    # an idle call was not capped (how long it waited is not known); while changes wait,
+    # one quiet period
+    busy_cap_ms = max(busy_step, int(quiet.debounce * 1000))
     # The kernel watches inodes: a root that is removed (`rm -rf dist && tsc`) or replaced
     # (an editor that saves a watched file by renaming a new one over it) is no longer
     # watched. So a batch that names a root itself, or after which a root is another inode
@@ -381,9 +402,16 @@ def _watch_in_thread(
                 while not stop.is_set():
                     remaining = hand_over_due()
                     step = idle_step if remaining is None else busy_step
-                    timeout_ms = 0 if remaining is None else max(1, math.ceil(remaining * 1000))
+                    cap_ms = IDLE_CAP_MS if remaining is None else busy_cap_ms
+                    # an idle call ends every half cap: a batch that took a whole cap
+                    # then began with a change that went on that long
+                    timeout_ms = (
+                        IDLE_CAP_MS // 2
+                        if remaining is None
+                        else max(1, math.ceil(remaining * 1000))
+                    )
                     if missing:
-                        timeout_ms = min(timeout_ms or REWATCH_MS, REWATCH_MS)
+                        timeout_ms = min(timeout_ms, REWATCH_MS)
                     scanned = False  # unless this batch rescans, the next watch does
                     called = time.monotonic()
                     raw = notify.watch(cap_ms, step, timeout_ms, stop)
@@ -400,7 +428,8 @@ def _watch_in_thread(
                     if scanned:
                         matcher.rescan()
                     kept = {p for p in changed if not matcher.ignored(p)}
-                    quiet.add(kept, last_change(kept, called, returned, step / 1000, cap_ms / 1000))
+                    capped = returned - called >= cap_ms / 1000
+                    quiet.add(kept, last_change(kept, returned, step / 1000, capped))
                     anew |= roots & changed
                     rewatch = bool(roots & changed) or _identities(paths) != present
                     if PER_DIRECTORY and not rewatch:
@@ -412,6 +441,9 @@ def _watch_in_thread(
     except Exception as exc:  # e.g. a path removed before the watch began
         deliver(exc)
 
+
+#: The cap of a batch that begins while nothing waits (ms).
+IDLE_CAP_MS = 10_000
 
 #: While a watched root is missing, how often to look for it again.
 REWATCH_POLL = 0.1
