@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import os
+import signal as signal_module
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -11,7 +13,7 @@ import anyio
 import anyio.lowlevel
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Mapping
 
     from processman.domain.ports import LogBatch, SpawnRequest, WatchRequest
 
@@ -67,10 +69,28 @@ class _Output:
     def close(self) -> None:
         self._send.close()
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        async with self._receive:
-            async for chunk in self._receive:
-                yield chunk
+    def __aiter__(self) -> _Output:
+        # an iterator object, not an async generator, as the real pipes: a reader may stop
+        # and go on later (the spawner contract suite does)
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            return await self._receive.receive()
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            self._receive.close()
+            raise StopAsyncIteration from None
+
+
+@dataclass(frozen=True)
+class FakeProgram:
+    """What a pretend child does: say ``stdout`` and ``stderr`` at once, then exit with
+    ``exit`` (None: run until stopped); a stop signal in ``ignores`` waits out the grace."""
+
+    stdout: bytes = b""
+    stderr: bytes = b""
+    exit: int | None = None
+    ignores: frozenset[str] = frozenset()
 
 
 class FakeProcess:
@@ -88,6 +108,21 @@ class FakeProcess:
         self.signals: list[str] = []
         self._exited = anyio.Event()
         self._spawner = spawner
+        self.program = next(
+            (
+                spawner.programs[a]
+                for a in map(os.path.basename, request.argv)
+                if a in spawner.programs
+            ),
+            None,
+        )
+        if self.program is not None:
+            for stream, data in (
+                (self.stdout, self.program.stdout),
+                (self.stderr, self.program.stderr),
+            ):
+                if data:
+                    stream.write(data)
 
     def exit(self, code: int) -> None:
         """The child ends by itself with ``code``."""
@@ -104,6 +139,8 @@ class FakeProcess:
         return self.code
 
     def signal(self, signal: str) -> None:
+        if not hasattr(signal_module, signal):
+            raise ValueError(f"{signal} does not exist on this platform")
         self.signals.append(signal)
 
     async def stop(self, signal: str, grace: float) -> int | None:
@@ -111,7 +148,11 @@ class FakeProcess:
         if self._spawner.on_stop is not None:  # e.g. a child slow to go
             await self._spawner.on_stop(self)
         await anyio.lowlevel.checkpoint()
-        self.exit(-15)
+        if self.program is not None and signal in self.program.ignores and self.code is None:
+            with anyio.move_on_after(grace):
+                await self._exited.wait()  # a second stop (SIGKILL) may end it first
+            signal = "SIGKILL"
+        self.exit(-int(getattr(signal_module, signal)))
         return self.code
 
 
@@ -123,9 +164,11 @@ class FakeSpawner:
         self,
         behaviour: Callable[[SpawnRequest], None] | None = None,
         on_stop: Callable[[FakeProcess], Awaitable[None]] | None = None,
+        programs: Mapping[str, FakeProgram] | None = None,
     ) -> None:
         self.behaviour = behaviour
         self.on_stop = on_stop
+        self.programs = dict(programs or {})  # by the name of an argv word (a script)
         self.requests: list[SpawnRequest] = []
         self.processes: list[FakeProcess] = []
         self.alive: set[FakeProcess] = set()
@@ -141,6 +184,8 @@ class FakeSpawner:
         self.processes.append(process)
         self.alive.add(process)
         self.max_alive = max(self.max_alive, len(self.alive))
+        if process.program is not None and process.program.exit is not None:
+            process.exit(process.program.exit)
         return process
 
     async def aclose(self) -> None:

@@ -13,7 +13,7 @@ from processman.adapters.spawn_posix import PosixSpawner
 from processman.domain.errors import SpawnError
 from processman.domain.ports import ProcessHandle, Spawner, SpawnRequest
 from tests.conftest import TESTDATA, pid_alive
-from tests.fakes import FakeSpawner
+from tests.fakes import FakeProgram, FakeSpawner
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -28,9 +28,25 @@ if sys.platform.startswith("linux"):
     REAL["linux-spawn-from-leaf"] = lambda: LinuxSpawner(spawn_from_leaf=True)
 
 
+#: What the FakeSpawner's children do, by the testdata script each contract test runs.
+PROGRAMS = {
+    "out_err_exit.py": FakeProgram(stdout=b"out\n", stderr=b"err\n", exit=3),
+    "ignore_sigterm.py": FakeProgram(stdout=b"ignoring SIGTERM\n", ignores=frozenset({"SIGTERM"})),
+    "long_running.py": FakeProgram(),
+}
+
+
 @pytest.fixture(params=sorted(REAL))
-async def spawner(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+async def real_spawner(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
     made = REAL[request.param]()
+    yield made
+    await made.aclose()
+
+
+@pytest.fixture(params=[*sorted(REAL), "fake"])
+async def spawner(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+    """Every real spawner, and the fake: the suite that keeps the fake honest."""
+    made = FakeSpawner(programs=PROGRAMS) if request.param == "fake" else REAL[request.param]()
     yield made
     await made.aclose()
 
@@ -55,17 +71,25 @@ async def read_all(handle: ProcessHandle) -> tuple[bytes, bytes]:
 
 
 async def test_output_and_exit_code(spawner: Spawner) -> None:
-    handle = await spawner.spawn(
-        python("-c", "import sys; print('out'); print('err', file=sys.stderr); sys.exit(3)")
-    )
+    handle = await spawner.spawn(python(str(TESTDATA / "out_err_exit.py")))
     assert await read_all(handle) == (b"out\n", b"err\n")
     assert await handle.wait() == 3
     assert await handle.stop("SIGTERM", 1.0) == 3  # stopping an ended process is harmless
 
 
+async def test_stop_reports_the_signal(spawner: Spawner) -> None:
+    handle = await spawner.spawn(python(str(TESTDATA / "long_running.py")))
+    assert await handle.stop("SIGINT", 5.0) == -2
+    assert await handle.wait() == -2
+    with pytest.raises(ValueError, match="SIGNOPE does not exist"):
+        handle.signal("SIGNOPE")  # harmless on an ended process, and still checked
+    await read_all(handle)
+
+
 async def test_stop_kills_the_group_and_reports_the_signal(
-    spawner: Spawner, tmp_path: Path
+    real_spawner: Spawner, tmp_path: Path
 ) -> None:
+    spawner = real_spawner
     handle = await spawner.spawn(python(str(TESTDATA / "grandchild.py"), str(tmp_path / "g.pid")))
     with anyio.fail_after(10):
         while not (tmp_path / "g.pid").exists() or not (tmp_path / "g.pid").read_text():  # noqa: ASYNC110
@@ -150,7 +174,7 @@ async def test_a_second_stop_with_sigkill_cuts_a_grace_short(spawner: Spawner) -
     ],
 )
 async def test_spawn_errors(
-    spawner: Spawner,
+    real_spawner: Spawner,
     tmp_path: Path,
     argv: tuple[str, ...],
     cwd: str,
@@ -163,7 +187,7 @@ async def test_spawn_errors(
     argv = tuple(a.format(tmp=tmp_path) for a in argv)
     env = {} if path is None else {"PATH": path.format(tmp=tmp_path)}
     with pytest.raises(SpawnError) as info:
-        await spawner.spawn(SpawnRequest(process_id="t", argv=argv, cwd=cwd, env=env))
+        await real_spawner.spawn(SpawnRequest(process_id="t", argv=argv, cwd=cwd, env=env))
     assert str(info.value) == message.format(tmp=tmp_path)
 
 
@@ -176,14 +200,14 @@ async def test_the_fake_keeps_the_same_shape() -> None:
     assert await read_all(handle) == (b"", b"")
 
 
-async def test_a_nul_byte_is_a_spawn_error(spawner: Spawner) -> None:
+async def test_a_nul_byte_is_a_spawn_error(real_spawner: Spawner) -> None:
     request = SpawnRequest(process_id="t", argv=("true",), cwd="/", env={"A": "x\0y"})
     with pytest.raises(SpawnError, match="cannot start true: .*null"):
-        await spawner.spawn(request)
+        await real_spawner.spawn(request)
 
 
-async def test_a_signal_reaches_the_whole_tree(spawner: Spawner) -> None:
-    handle = await spawner.spawn(python(str(TESTDATA / "signal_tree.py")))
+async def test_a_signal_reaches_the_whole_tree(real_spawner: Spawner) -> None:
+    handle = await real_spawner.spawn(python(str(TESTDATA / "signal_tree.py")))
     seen = b""
 
     async def read_until(*needles: bytes) -> None:
