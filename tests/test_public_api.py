@@ -19,6 +19,7 @@ def test_all_names_exist() -> None:
 
 def test_status_is_a_str_enum_with_spec_strings() -> None:
     assert [s.value for s in Status] == [
+        "waiting",
         "starting",
         "running",
         "backoff",
@@ -42,6 +43,8 @@ def test_status_fields_are_snake_case_and_frozen() -> None:
         "last_error",
         "command",
         "dev_mode",
+        "ready",
+        "notify_status",
     )
     status = ProcessStatus(
         id="a",

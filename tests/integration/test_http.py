@@ -85,6 +85,8 @@ STATUS_KEYS = {
     "lastError",
     "command",
     "devMode",
+    "ready",
+    "notifyStatus",
 }
 RFC3339_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 
@@ -395,6 +397,7 @@ async def test_openapi_schemas_come_from_the_types() -> None:
     schemas = document["components"]["schemas"]
     assert set(schemas["ProcessStatus"]["properties"]) == STATUS_KEYS
     assert set(schemas["Status"]["enum"]) == {
+        "waiting",
         "starting",
         "running",
         "backoff",

@@ -10,7 +10,7 @@ import pytest
 
 from processman.adapters.config import DISCOVERY_ORDER, discover, load_config
 from processman.domain.errors import ConfigError
-from processman.domain.model import RestartPolicy
+from processman.domain.model import Condition, Probe, ProbeKind, RestartPolicy
 
 ENV = {"HOME": "/home/u", "PORT": "8000", "PATH": "/usr/bin"}
 
@@ -394,6 +394,134 @@ BAD: list[tuple[str, str, str, str]] = [
     ("Procfile", "web python app.py\n", "line 1", "expected `name: command`"),
     ("Procfile", "web: a\nweb: b\n", "line 2", "duplicate id 'web'"),
     ("Procfile", "# only a comment\n", "", "no processes"),
+    # SPEC §8: probes and dependencies
+    (
+        "p.toml",
+        P + "ready = {}\n",
+        "processes[0].ready",
+        "no probe: give one of http, tcp, exec, logLine, notify",
+    ),
+    (
+        "p.toml",
+        P + "health = { period = '5s' }\n",
+        "processes[0].health",
+        "no probe: give one of http, tcp, exec, watchdog",
+    ),
+    (
+        "p.toml",
+        P + "ready = { http = 'http://x/', tcp = 'x:1' }\n",
+        "processes[0].ready",
+        "give one probe, not http and tcp",
+    ),
+    (
+        "p.toml",
+        P + "health = { logLine = 'up' }\n",
+        "processes[0].health.logLine",
+        "for ready only",
+    ),
+    ("p.toml", P + "health = { notify = true }\n", "processes[0].health.notify", "for ready only"),
+    (
+        "p.toml",
+        P + "ready = { watchdog = '5s' }\n",
+        "processes[0].ready.watchdog",
+        "for health only",
+    ),
+    (
+        "p.toml",
+        P + "ready = { logLine = 'up (' }\n",
+        "processes[0].ready.logLine",
+        "invalid regular expression",
+    ),
+    (
+        "p.toml",
+        P + "ready = { http = 'ftp://x/' }\n",
+        "processes[0].ready.http",
+        "http:// or https:// URL",
+    ),
+    (
+        "p.toml",
+        P + "ready = { http = 'localhost:8000/health' }\n",
+        "processes[0].ready.http",
+        "http:// or https:// URL",
+    ),
+    ("p.toml", P + "ready = { tcp = '127.0.0.1' }\n", "processes[0].ready.tcp", "HOST:PORT"),
+    ("p.toml", P + "ready = { tcp = '127.0.0.1:0' }\n", "processes[0].ready.tcp", "a port 1-65535"),
+    (
+        "p.toml",
+        P + "health = { tcp = 'x:1', failures = 0 }\n",
+        "processes[0].health.failures",
+        "1 or more",
+    ),
+    (
+        "p.toml",
+        P + "ready = { tcp = 'x:1', failures = 2 }\n",
+        "processes[0].ready.failures",
+        "health probes only",
+    ),
+    ("p.toml", P + "ready = { notify = false }\n", "processes[0].ready.notify", "no probe"),
+    ("p.toml", P + "ready = { exec = '' }\n", "processes[0].ready.exec", "empty"),
+    (
+        "p.toml",
+        P + "ready = { tcp = 'x:1', period = '0s' }\n",
+        "processes[0].ready.period",
+        "above 0s",
+    ),
+    (
+        "p.toml",
+        P + "ready = { tcp = 'x:1', timeout = 'soon' }\n",
+        "processes[0].ready.timeout",
+        "invalid duration",
+    ),
+    (
+        "p.toml",
+        P + "ready = { tcp = 'x:1', every = '1s' }\n",
+        "processes[0].ready.every",
+        "unknown key",
+    ),
+    (
+        "p.toml",
+        P + "health = { watchdog = '5s', period = '1s' }\n",
+        "processes[0].health.period",
+        "its own value",
+    ),
+    ("p.toml", P + 'readyTimeout = "-1s"\n', "processes[0].readyTimeout", "negative"),
+    (
+        "p.toml",
+        P + 'dependsOn = ["db"]\n',
+        "processes[0].dependsOn",
+        "unknown process 'db' (known: a)",
+    ),
+    ("p.toml", P + 'dependsOn = ["a"]\n', "processes[0].dependsOn", "'a' cannot depend on itself"),
+    (
+        "p.toml",
+        P + 'dependsOn = { a = "ready" }\n',
+        "processes[0].dependsOn",
+        "cannot depend on itself",
+    ),
+    (
+        "p.toml",
+        '[[processes]]\nid = "a"\ncommand = "x"\ndependsOn = ["b"]\n'
+        '[[processes]]\nid = "b"\ncommand = "x"\ndependsOn = ["c"]\n'
+        '[[processes]]\nid = "c"\ncommand = "x"\ndependsOn = ["a"]\n',
+        "processes[0].dependsOn",
+        "cycle a -> b -> c -> a",
+    ),
+    (
+        "p.toml",
+        '[[processes]]\nid = "api"\ncommand = "x"\n'
+        '[[processes]]\nid = "db"\ncommand = "x"\ndependsOn = ["web"]\n'
+        '[[processes]]\nid = "web"\ncommand = "x"\ndependsOn = ["api", "db"]\n',
+        "processes[1].dependsOn",
+        "cycle db -> web -> db",
+    ),
+    (
+        "p.toml",
+        '[[processes]]\nid = "db"\ncommand = "x"\n'
+        '[[processes]]\nid = "app"\ncommand = "x"\ndependsOn = { db = "healthy" }\n',
+        "processes[1].dependsOn.db",
+        "unknown condition 'healthy' (expected 'started', 'ready', 'completed', 'succeeded')",
+    ),
+    ("p.toml", P + 'dependsOn = "db"\n', "processes[0].dependsOn", "Expected"),
 ]
 
 
@@ -452,3 +580,51 @@ def test_bad_api_override(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(write(tmp_path, "p.toml", P), api_listen="x", environ=ENV)
     assert info.value.field == "--api"
+
+
+def test_probes_and_dependencies(tmp_path: Path) -> None:
+    text = """
+[[processes]]
+id = "db"
+command = "postgres"
+ready = { tcp = "127.0.0.1:${PGPORT:-5432}", period = "2s" }
+health = { exec = "pg_isready -q", failures = 2, timeout = "3s", initialDelay = "1s" }
+
+[[processes]]
+id = "migrate"
+command = "migrate up"
+restart = "never"
+dependsOn = { db = "ready" }
+
+[[processes]]
+id = "app"
+command = "uvicorn app:app"
+readyTimeout = "5s"
+ready = { http = "http://127.0.0.1:8000/health" }
+health = { watchdog = "3s" }
+dependsOn = { db = "started", migrate = "succeeded" }
+
+[[processes]]
+id = "worker"
+command = "worker"
+ready = { logLine = "listening on \\\\d+" }
+dependsOn = ["app"]
+"""
+    db, migrate, app, worker = load_config(write(tmp_path, "p.toml", text), environ=ENV).processes
+    assert db.ready == Probe(kind=ProbeKind.TCP, target="127.0.0.1:5432", period=2.0)
+    assert db.health == Probe(
+        kind=ProbeKind.EXEC,
+        command=("pg_isready", "-q"),
+        period=10.0,
+        timeout=3.0,
+        initial_delay=1.0,
+        failures=2,
+    )
+    assert migrate.depends_on == {"db": Condition.READY} and migrate.ready is None
+    assert app.ready_timeout == 5.0 and app.ready == Probe(
+        kind=ProbeKind.HTTP, target="http://127.0.0.1:8000/health"
+    )
+    assert app.health == Probe(kind=ProbeKind.WATCHDOG, period=3.0, failures=1)
+    assert app.depends_on == {"db": Condition.STARTED, "migrate": Condition.SUCCEEDED}
+    assert worker.ready == Probe(kind=ProbeKind.LOG_LINE, target="listening on \\d+")
+    assert worker.depends_on == {"app": Condition.READY}

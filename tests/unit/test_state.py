@@ -8,12 +8,16 @@ import msgspec
 import pytest
 
 from processman.domain.backoff import backoff_delay
-from processman.domain.model import ProcessSpec, RestartPolicy, Status
+from processman.domain.model import Probe, ProbeKind, ProcessSpec, RestartPolicy, Status
 from processman.domain.state import (
+    Await,
     CancelRetry,
+    DepsMet,
     Event,
     Exited,
     FileChanged,
+    ProbeFailed,
+    Ready,
     RetryDue,
     Run,
     ScheduleRetry,
@@ -55,6 +59,10 @@ EVENTS: dict[str, Event] = {
     "retry_due": RetryDue(),
     "file_changed": FileChanged(),
     "watch_failed": WatchFailed("watch path /x does not exist"),
+    "await": Await("waiting for db (stopped)"),
+    "deps_met": DepsMet(),
+    "ready": Ready(),
+    "probe_failed": ProbeFailed("health check failed 3 times: connection refused"),
 }
 
 SAME = None  # the state is unchanged and nothing is done
@@ -123,6 +131,32 @@ TABLE: dict[tuple[Status, str], tuple[Status, list[type]] | None] = {
     (S.EXITED, "watch_failed"): (S.EXITED, []),
     (S.CRASHED, "file_changed"): (S.STARTING, [Spawn]),
     (S.CRASHED, "watch_failed"): (S.CRASHED, []),
+    # SPEC §8: waiting for dependencies, readiness and health
+    (S.WAITING, "start"): SAME,
+    (S.WAITING, "stop"): (S.STOPPED, []),
+    (S.WAITING, "spawned"): SAME,
+    (S.WAITING, "spawn_failed"): SAME,
+    (S.WAITING, "exited"): SAME,
+    (S.WAITING, "stop_done"): SAME,
+    (S.WAITING, "retry_due"): SAME,
+    (S.WAITING, "file_changed"): SAME,
+    (S.WAITING, "watch_failed"): (S.WAITING, []),
+    (S.WAITING, "await"): (S.WAITING, []),  # a new reason
+    (S.WAITING, "deps_met"): (S.STARTING, [Spawn]),
+    (S.WAITING, "ready"): SAME,
+    (S.WAITING, "probe_failed"): SAME,
+    (S.STOPPED, "await"): (S.WAITING, []),
+    (S.EXITED, "await"): (S.WAITING, []),
+    (S.CRASHED, "await"): (S.WAITING, []),
+    (S.BACKOFF, "await"): (S.WAITING, [CancelRetry]),
+    (S.STARTING, "await"): SAME,
+    (S.RUNNING, "await"): SAME,
+    (S.STOPPING, "await"): SAME,
+    **{(s, "deps_met"): SAME for s in Status if s is not S.WAITING},
+    **{(s, "ready"): SAME for s in Status if s is not S.RUNNING},
+    (S.RUNNING, "ready"): (S.RUNNING, []),
+    **{(s, "probe_failed"): SAME for s in Status if s is not S.RUNNING and s is not S.WAITING},
+    (S.RUNNING, "probe_failed"): (S.STOPPING, [StopTree]),
 }
 
 
@@ -142,6 +176,57 @@ def test_transition(status: Status, event_name: str) -> None:
         next_status, effect_types = expected
         assert after.status is next_status
         assert [type(e) for e in effects] == effect_types
+
+
+def test_waiting_says_for_what_and_leaves_for_starting() -> None:
+    crashed = State(status=S.CRASHED, failures=4, last_error="exited with code 1")
+    waiting, _ = transition(crashed, Await("waiting for db (stopped)"), spec(), 0)
+    assert (waiting.status, waiting.failures, waiting.last_error) == (
+        S.WAITING,
+        0,
+        "waiting for db (stopped)",
+    )
+    again, _ = transition(waiting, Await("waiting for db (starting)"), spec(), 0)
+    assert again.last_error == "waiting for db (starting)"
+    same = transition(again, Await("waiting for db (starting)"), spec(), 0)
+    assert same == (again, ())  # no change, no status event
+    starting, effects = transition(again, DepsMet(), spec(), 0)
+    assert (starting.status, starting.last_error, effects) == (S.STARTING, "", (Spawn(),))
+    stopped, _ = transition(again, Stop(), spec(), 0)
+    assert (stopped.status, stopped.last_error) == (S.STOPPED, "")
+
+
+def test_a_failed_probe_stops_the_run_and_counts_it_as_failed() -> None:
+    probe_spec = spec(restart=RestartPolicy.ON_FAILURE, max_retries=5)
+    running = msgspec.structs.replace(state_in(S.RUNNING), failures=0, ready=True)
+    reason = "health check failed 3 times: connection refused"
+    stopping, effects = transition(running, ProbeFailed(reason), probe_spec, 1.0)
+    assert stopping.status is S.STOPPING and effects == (StopTree("SIGTERM", 10.0),)
+    # killed by our SIGTERM, which alone would be a stop on request: a failed run here
+    after, effects = transition(stopping, StopDone(code=-15), probe_spec, 2.0)
+    assert (after.status, after.failures, after.last_error) == (S.BACKOFF, 1, reason)
+    assert after.exit_code == -15 and not after.ready and after.failing == ""
+    assert effects == (ScheduleRetry(1.0),)
+    never = spec(restart=RestartPolicy.NEVER)
+    after, _ = transition(
+        transition(running, ProbeFailed(reason), never, 1.0)[0], StopDone(-15), never, 2.0
+    )
+    assert (after.status, after.last_error) == (S.EXITED, reason)
+
+
+def test_ready_is_the_current_instances() -> None:
+    with_probe = spec(ready=Probe(kind=ProbeKind.TCP, target="127.0.0.1:1"))
+    running, _ = transition(State(status=S.STARTING), EVENTS["spawned"], with_probe, 0)
+    assert not snapshot(running, with_probe, ("x",), 0).ready
+    ready, _ = transition(running, Ready(), with_probe, 0)
+    assert snapshot(ready, with_probe, ("x",), 0).ready
+    assert snapshot(running, spec(), ("x",), 0).ready  # no ready probe: running is ready
+    exited, _ = transition(ready, Exited(pid=8, code=1), with_probe, 1)
+    assert not exited.ready and not snapshot(exited, with_probe, ("x",), 1).ready
+    respawned, _ = transition(
+        msgspec.structs.replace(exited, status=S.STARTING), Spawned(9, T0), with_probe, 2
+    )
+    assert not respawned.ready  # a new instance must pass again
 
 
 def test_a_reload_stops_then_starts_counts_and_resets_k() -> None:

@@ -14,24 +14,38 @@ import re
 import shlex
 import stat
 import tomllib
+import urllib.parse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from processman.domain.config_schema import RawApi, RawConfig, RawLogs, RawProcess, parse_size
+from processman.domain.config_schema import (
+    RawApi,
+    RawConfig,
+    RawLogs,
+    RawProbe,
+    RawProcess,
+    parse_size,
+)
 from processman.domain.dotenv import parse_dotenv
 from processman.domain.durations import parse_duration
 from processman.domain.errors import ConfigError, TemplateError
 from processman.domain.model import (
+    HEALTH_KINDS,
+    READY_KINDS,
     ApiSettings,
+    Condition,
     Config,
     LogSettings,
+    Probe,
+    ProbeKind,
     ProcessSpec,
     RestartPolicy,
     check_id,
     normalise_signal,
 )
+from processman.domain.ordering import find_cycle
 from processman.domain.templating import expand
 
 if TYPE_CHECKING:
@@ -334,6 +348,18 @@ class _Builder:
                 )
             first_seen[process.id] = field
             specs.append(self.process(process, field, api))
+        for index, spec in enumerate(specs):
+            for dep in spec.depends_on:
+                if dep not in first_seen:
+                    known = ", ".join(sorted(first_seen))
+                    raise self.error(
+                        f"{prefix}[{index}].dependsOn",
+                        f"unknown process {dep!r} (known: {known})",
+                    )
+        cycle = find_cycle({spec.id: spec.depends_on for spec in specs})
+        if cycle:
+            field = first_seen[cycle[0]]
+            raise self.error(f"{field}.dependsOn", "cycle " + " -> ".join(cycle))
         return Config(processes=tuple(specs), api=api, logs=logs, source=self.file)
 
     def api(self, raw: RawApi, override: str | None) -> ApiSettings:
@@ -428,6 +454,7 @@ class _Builder:
                 ("healthy_after", "healthyAfter"),
                 ("stop_timeout", "stopTimeout"),
                 ("watch_debounce", "watchDebounce"),
+                ("ready_timeout", "readyTimeout"),
             )
         }
         if seconds["max_backoff"] < seconds["backoff"]:
@@ -448,7 +475,12 @@ class _Builder:
         elif raw.dev_mode:
             watch_paths = (cwd,)
 
+        ready = self.probe(raw.ready, f"{field}.ready", lookup, cwd, health=False)
+        health = self.probe(raw.health, f"{field}.health", lookup, cwd, health=True)
         return ProcessSpec(
+            ready=ready,
+            health=health,
+            depends_on=self.depends_on(raw.depends_on, f"{field}.dependsOn", raw.id),
             id=raw.id,
             cwd=cwd,
             script=script,
@@ -486,6 +518,118 @@ class _Builder:
         if "/" in argv[0]:
             argv[0] = self.path(argv[0], cwd)
         return tuple(argv)
+
+    def probe(
+        self,
+        raw: RawProbe | None,
+        field: str,
+        lookup: Callable[[str], str | None],
+        cwd: str,
+        *,
+        health: bool,
+    ) -> Probe | None:
+        """A ``ready`` or ``health`` table, checked: one kind that fits, a usable target."""
+        if raw is None:
+            return None
+        given = [
+            (kind, value)
+            for kind, value in (
+                (ProbeKind.HTTP, raw.http),
+                (ProbeKind.TCP, raw.tcp),
+                (ProbeKind.EXEC, raw.exec),
+                (ProbeKind.LOG_LINE, raw.log_line),
+                (ProbeKind.NOTIFY, raw.notify),
+                (ProbeKind.WATCHDOG, raw.watchdog),
+            )
+            if value is not None
+        ]
+        allowed = HEALTH_KINDS if health else READY_KINDS
+        names = ", ".join(k.value for k in ProbeKind if k in allowed)
+        if not given:
+            raise self.error(field, f"no probe: give one of {names}")
+        if len(given) > 1:
+            both = " and ".join(k.value for k, _ in given)
+            raise self.error(field, f"give one probe, not {both}")
+        kind, value = given[0]
+        where = f"{field}.{kind.value}"
+        if kind not in allowed:
+            other = "ready" if health else "health"
+            raise self.error(where, f"a {kind.value} probe is for {other} only (here: {names})")
+        target = ""
+        command: tuple[str, ...] = ()
+        if kind is ProbeKind.HTTP:
+            assert isinstance(value, str)
+            target = self.expand(value, where, lookup)
+            parts = urllib.parse.urlsplit(target)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise self.error(where, f"expected an http:// or https:// URL, got {target!r}")
+        elif kind is ProbeKind.TCP:
+            assert isinstance(value, str)
+            target = self.expand(value, where, lookup)
+            match = _LISTEN.match(target)
+            if not match or not 0 < int(match.group(2)) < 65536:
+                raise self.error(where, f"expected HOST:PORT (a port 1-65535), got {target!r}")
+        elif kind is ProbeKind.EXEC:
+            assert isinstance(value, (str, list))
+            command = self.command(value, where, lookup, cwd)
+        elif kind is ProbeKind.LOG_LINE:
+            assert isinstance(value, str)
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise self.error(where, f"invalid regular expression {value!r}: {exc}") from None
+            target = value
+        elif kind is ProbeKind.NOTIFY and value is not True:
+            raise self.error(where, "notify = false is no probe: leave ready out instead")
+        period = raw.period
+        if kind is ProbeKind.WATCHDOG:
+            assert isinstance(value, (str, int))
+            if raw.period is not None:
+                raise self.error(f"{field}.period", "a watchdog's period is its own value")
+            period = value
+        seconds = {
+            name: self.duration(given_value, f"{field}.{camel}")
+            for name, camel, given_value in (
+                (
+                    "period",
+                    "period" if kind is not ProbeKind.WATCHDOG else kind.value,
+                    period if period is not None else ("10s" if health else "1s"),
+                ),
+                ("timeout", "timeout", raw.timeout),
+                ("initial_delay", "initialDelay", raw.initial_delay),
+            )
+        }
+        for name, camel in (("period", "period"), ("timeout", "timeout")):
+            if seconds[name] <= 0:
+                key = kind.value if name == "period" and kind is ProbeKind.WATCHDOG else camel
+                raise self.error(f"{field}.{key}", "must be above 0s")
+        if raw.failures is not None and not health:
+            raise self.error(f"{field}.failures", "failures applies to health probes only")
+        failures = (
+            raw.failures if raw.failures is not None else (1 if kind is ProbeKind.WATCHDOG else 3)
+        )
+        if failures < 1:
+            raise self.error(f"{field}.failures", f"must be 1 or more, got {failures}")
+        return Probe(kind=kind, target=target, command=command, failures=failures, **seconds)
+
+    def depends_on(
+        self, raw: list[str] | dict[str, str], field: str, own_id: str
+    ) -> dict[str, Condition]:
+        """``["db"]`` or ``{db = "ready"}``; the ids are checked once every process is known."""
+        items = [(dep, "ready") for dep in raw] if isinstance(raw, list) else list(raw.items())
+        resolved: dict[str, Condition] = {}
+        for dep, condition in items:
+            where = f"{field}[{dep!r}]" if isinstance(raw, list) else _join(field, dep)
+            if dep == own_id:
+                raise self.error(field, f"{own_id!r} cannot depend on itself")
+            try:
+                resolved[dep] = Condition(condition)
+            except ValueError:
+                known = ", ".join(repr(c.value) for c in Condition)
+                raise self.error(
+                    where, f"unknown condition {condition!r} (expected {known})"
+                ) from None
+        return resolved
 
     def duration(self, value: str | int, field: str) -> float:
         try:

@@ -40,7 +40,7 @@ from processman.domain.errors import (
     ConfigError,
     InterpreterNotFoundError,
 )
-from processman.domain.model import CONTROL_SOCKET, Config, ProcessSpec
+from processman.domain.model import CONTROL_SOCKET, Config, Probe, ProbeKind, ProcessSpec
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
@@ -476,7 +476,21 @@ def check(path: str | None) -> int:
             program = argv[0]
             found = program if "/" in program else shutil.which(program)
             print(f"  program:     {found or program + ' (not found on PATH)'}")
+        if spec.depends_on:
+            needs = ", ".join(f"{dep} ({condition})" for dep, condition in spec.depends_on.items())
+            print(f"  dependsOn:   {needs}")
+        for name, probe in (("ready", spec.ready), ("health", spec.health)):
+            if probe is not None:
+                print(f"  {name + ':':<12} {_describe_probe(probe)}")
     return EXIT_OK
+
+
+def _describe_probe(probe: Probe) -> str:
+    what = shlex.join(probe.command) if probe.command else probe.target
+    if probe.kind is ProbeKind.WATCHDOG:
+        return f"watchdog every {probe.period:g}s"
+    timing = f"every {probe.period:g}s, timeout {probe.timeout:g}s"
+    return f"{probe.kind} {what}".rstrip() + f" ({timing})"
 
 
 def _start_problems(spec: ProcessSpec, interpreter: str | None, missing: bool) -> list[str]:

@@ -18,6 +18,21 @@ class _Raw(msgspec.Struct, forbid_unknown_fields=True, rename="camel", frozen=Tr
     """Base of the file structs: camelCase keys, unknown keys are errors."""
 
 
+class RawProbe(_Raw, frozen=True):
+    """A ``ready`` or ``health`` table: one kind, and its timing."""
+
+    http: str | None = None
+    tcp: str | None = None
+    exec: str | list[str] | None = None
+    log_line: str | None = None
+    notify: bool | None = None
+    watchdog: Duration | None = None
+    period: Duration | None = None
+    timeout: Duration = "1s"
+    initial_delay: Duration = "0s"
+    failures: int | None = None
+
+
 class RawProcess(_Raw, frozen=True):
     """One entry of ``processes`` (or of the legacy ``pb_processes.json`` array)."""
 
@@ -41,6 +56,10 @@ class RawProcess(_Raw, frozen=True):
     watch_paths: list[str] | None = None
     watch_ignore: list[str] = []
     watch_debounce: Duration = "50ms"
+    ready: RawProbe | None = None
+    ready_timeout: Duration = "60s"
+    health: RawProbe | None = None
+    depends_on: list[str] | dict[str, str] = []
 
 
 class RawApi(_Raw, frozen=True):

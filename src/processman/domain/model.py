@@ -24,6 +24,7 @@ SIGNAL_NAMES = frozenset(
 class Status(StrEnum):
     """The statuses of SPEC §2; each compares equal to its string."""
 
+    WAITING = "waiting"
     STARTING = "starting"
     RUNNING = "running"
     BACKOFF = "backoff"
@@ -63,6 +64,55 @@ def check_id(process_id: str) -> None:
         )
 
 
+class ProbeKind(StrEnum):
+    """How a probe (SPEC §8) tells that an instance is ready or healthy."""
+
+    HTTP = "http"
+    TCP = "tcp"
+    EXEC = "exec"
+    LOG_LINE = "logLine"
+    NOTIFY = "notify"
+    WATCHDOG = "watchdog"
+
+
+#: The kinds each probe may be.
+READY_KINDS = frozenset(
+    {ProbeKind.HTTP, ProbeKind.TCP, ProbeKind.EXEC, ProbeKind.LOG_LINE, ProbeKind.NOTIFY}
+)
+HEALTH_KINDS = frozenset({ProbeKind.HTTP, ProbeKind.TCP, ProbeKind.EXEC, ProbeKind.WATCHDOG})
+
+
+class Probe(msgspec.Struct, frozen=True, kw_only=True):
+    """A ``ready`` or ``health`` probe, resolved: templates expanded, seconds.
+
+    ``target`` is the URL (http), ``HOST:PORT`` (tcp) or the regex (logLine); ``command``
+    the argv of an exec probe; ``period`` is the watchdog interval for a watchdog.
+    """
+
+    kind: ProbeKind
+    target: str = ""
+    command: tuple[str, ...] = ()
+    period: float = 1.0
+    timeout: float = 1.0
+    initial_delay: float = 0.0
+    failures: int = 3
+
+    def __post_init__(self) -> None:
+        if self.failures < 1:
+            raise ValueError("failures must be 1 or more")
+        if not 0 < self.period <= MAX_SECONDS or not 0 < self.timeout <= MAX_SECONDS:
+            raise ValueError("period and timeout must be above 0s")
+
+
+class Condition(StrEnum):
+    """What a dependency must be for its dependent to start (SPEC §8)."""
+
+    STARTED = "started"
+    READY = "ready"
+    COMPLETED = "completed"
+    SUCCEEDED = "succeeded"
+
+
 class ProcessSpec(msgspec.Struct, frozen=True, kw_only=True):
     """One process, fully resolved: absolute paths, expanded templates, seconds.
 
@@ -89,9 +139,19 @@ class ProcessSpec(msgspec.Struct, frozen=True, kw_only=True):
     watch_paths: tuple[str, ...] = ()
     watch_ignore: tuple[str, ...] = ()
     watch_debounce: float = 0.05
+    ready: Probe | None = None
+    ready_timeout: float = 60.0
+    health: Probe | None = None
+    depends_on: dict[str, Condition] = msgspec.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_id(self.id)
+        if self.ready is not None and self.ready.kind not in READY_KINDS:
+            raise ValueError(f"a {self.ready.kind} probe cannot be a ready probe")
+        if self.health is not None and self.health.kind not in HEALTH_KINDS:
+            raise ValueError(f"a {self.health.kind} probe cannot be a health probe")
+        if self.id in self.depends_on:
+            raise ValueError("a process cannot depend on itself")
         if (self.script is None) == (self.command is None):
             raise ValueError("exactly one of script and command must be set")
         if self.command is not None and not self.command:
@@ -100,7 +160,14 @@ class ProcessSpec(msgspec.Struct, frozen=True, kw_only=True):
             raise ValueError("interpreter applies to script only, not to command")
         if self.max_retries < -1:
             raise ValueError("maxRetries must be -1 (unlimited) or more")
-        for name in ("backoff", "max_backoff", "healthy_after", "stop_timeout", "watch_debounce"):
+        for name in (
+            "backoff",
+            "max_backoff",
+            "healthy_after",
+            "stop_timeout",
+            "watch_debounce",
+            "ready_timeout",
+        ):
             seconds = getattr(self, name)
             if seconds < 0:
                 raise ValueError(f"{name} is negative")
@@ -157,6 +224,15 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
             if spec.id in seen:
                 raise ValueError(f"duplicate process id {spec.id!r}")
             seen.add(spec.id)
+        for spec in self.processes:
+            unknown = [dep for dep in spec.depends_on if dep not in seen]
+            if unknown:
+                raise ValueError(f"{spec.id} depends on unknown process {unknown[0]!r}")
+        from processman.domain.ordering import find_cycle  # ordering imports this module
+
+        cycle = find_cycle({spec.id: spec.depends_on for spec in self.processes})
+        if cycle:
+            raise ValueError("dependency cycle " + " -> ".join(cycle))
 
     def get(self, process_id: str) -> ProcessSpec | None:
         """The spec with this id, or None."""
@@ -179,3 +255,5 @@ class ProcessStatus(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     last_error: str
     command: tuple[str, ...]
     dev_mode: bool
+    ready: bool = False
+    notify_status: str = ""

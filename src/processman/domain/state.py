@@ -41,6 +41,8 @@ class State(msgspec.Struct, frozen=True, kw_only=True):
     last_error: str = ""
     run: Run | None = None
     reloading: bool = False  # stopping for a file change: start again once stopped
+    ready: bool = False  # the current instance passed its ready probe
+    failing: str = ""  # stopping because a probe failed: the run counts as failed, for this
 
 
 # --- events -------------------------------------------------------------------------
@@ -94,8 +96,42 @@ class WatchFailed(msgspec.Struct, frozen=True):
     reason: str
 
 
+class Await(msgspec.Struct, frozen=True):
+    """A start request while some dependency does not meet its condition (``reason``
+    says which); sent again with a new reason when what it waits for changes."""
+
+    reason: str
+
+
+class DepsMet(msgspec.Struct, frozen=True):
+    """Every dependency of a waiting process meets its condition now."""
+
+
+class Ready(msgspec.Struct, frozen=True):
+    """The running instance passed its ready probe."""
+
+
+class ProbeFailed(msgspec.Struct, frozen=True):
+    """The running instance was not ready in time, or failed its health check: it is
+    stopped, and the run counts as a failed one with ``reason`` as its error."""
+
+    reason: str
+
+
 Event: TypeAlias = (
-    Start | Stop | Spawned | SpawnFailed | Exited | StopDone | RetryDue | FileChanged | WatchFailed
+    Start
+    | Stop
+    | Spawned
+    | SpawnFailed
+    | Exited
+    | StopDone
+    | RetryDue
+    | FileChanged
+    | WatchFailed
+    | Await
+    | DepsMet
+    | Ready
+    | ProbeFailed
 )
 
 # --- effects ------------------------------------------------------------------------
@@ -145,7 +181,42 @@ def transition(state: State, event: Event, spec: ProcessSpec, now: float) -> Out
             return _replace(state, status=Status.STARTING), (CancelRetry(), Spawn())
         return unchanged  # starting/running: already on; stopping: never sent
 
+    if isinstance(event, Await):
+        if status in (Status.STOPPED, Status.EXITED, Status.CRASHED):
+            # STOPPED/EXITED/CRASHED -> WAITING: a start, its dependencies not met (k reset)
+            return _replace(state, status=Status.WAITING, failures=0, last_error=event.reason), ()
+        if status is Status.BACKOFF:
+            # BACKOFF -> WAITING: a start now, but a dependency is not there
+            return _replace(state, status=Status.WAITING, last_error=event.reason), (CancelRetry(),)
+        if status is Status.WAITING and event.reason != state.last_error:
+            # WAITING -> WAITING: what it waits for changed
+            return _replace(state, last_error=event.reason), ()
+        return unchanged
+
+    if isinstance(event, DepsMet):
+        if status is Status.WAITING:
+            # WAITING -> STARTING: every dependency meets its condition
+            return _replace(state, status=Status.STARTING, last_error=""), (Spawn(),)
+        return unchanged
+
+    if isinstance(event, Ready):
+        if status is Status.RUNNING and not state.ready:
+            # RUNNING (not ready) -> RUNNING (ready)
+            return _replace(state, ready=True), ()
+        return unchanged
+
+    if isinstance(event, ProbeFailed):
+        if status is Status.RUNNING:
+            # RUNNING -> STOPPING: not ready in time, or unhealthy; a failed run
+            return _replace(state, status=Status.STOPPING, failing=event.reason), (
+                StopTree(spec.stop_signal, spec.stop_timeout),
+            )
+        return unchanged
+
     if isinstance(event, Stop):
+        if status is Status.WAITING:
+            # WAITING -> STOPPED
+            return _replace(state, status=Status.STOPPED, last_error=""), ()
         if status is Status.RUNNING:
             # RUNNING -> STOPPING
             return _replace(state, status=Status.STOPPING), (
@@ -163,7 +234,7 @@ def transition(state: State, event: Event, spec: ProcessSpec, now: float) -> Out
         if status is Status.STARTING:
             # STARTING -> RUNNING
             run = Run(pid=event.pid, started_at=now, start_time=event.start_time)
-            return _replace(state, status=Status.RUNNING, run=run), ()
+            return _replace(state, status=Status.RUNNING, run=run, ready=False), ()
         return unchanged
 
     if isinstance(event, SpawnFailed):
@@ -180,9 +251,14 @@ def transition(state: State, event: Event, spec: ProcessSpec, now: float) -> Out
         return unchanged  # the exit of an instance being (or already) stopped
 
     if isinstance(event, StopDone):
+        if status is Status.STOPPING and state.failing:
+            # STOPPING -> BACKOFF, EXITED or CRASHED: a probe stopped it, a failed run
+            ran_for = now - state.run.started_at if state.run else 0.0
+            failed = _replace(state, failing="", ready=False, reloading=False)
+            return _ended(failed, spec, event.code, ran_for, None, state.failing)
         if status is Status.STOPPING:
             code = event.code if event.code is not None else state.exit_code
-            stopped = _replace(state, run=None, exit_code=code, reloading=False)
+            stopped = _replace(state, run=None, exit_code=code, reloading=False, ready=False)
             if state.reloading:
                 # STOPPING -> STARTING: the second half of a reload (k reset, counted)
                 return _replace(
@@ -225,15 +301,23 @@ def transition(state: State, event: Event, spec: ProcessSpec, now: float) -> Out
 
 
 def _ended(
-    state: State, spec: ProcessSpec, code: int | None, ran_for: float, spawn_error: str | None
+    state: State,
+    spec: ProcessSpec,
+    code: int | None,
+    ran_for: float,
+    spawn_error: str | None,
+    probe_error: str | None = None,
 ) -> Outcome:
     """The run ended (or never began): decide between backoff, exited and crashed."""
-    failed = spawn_error is not None or (code is not None and code != 0)
-    error = spawn_error or (describe_exit(code) if failed and code is not None else "")
+    failed = spawn_error is not None or probe_error is not None or (code is not None and code != 0)
+    error = (
+        spawn_error or probe_error or (describe_exit(code) if failed and code is not None else "")
+    )
     last_error = error or state.last_error
     ended = _replace(
         state,
         run=None,
+        ready=False,
         exit_code=code if code is not None else state.exit_code,
         last_error=last_error,
     )
@@ -272,11 +356,16 @@ def snapshot(state: State, spec: ProcessSpec, argv: tuple[str, ...], now: float)
         last_error=state.last_error,
         command=argv,
         dev_mode=spec.dev_mode,
+        ready=state.status is Status.RUNNING and (spec.ready is None or state.ready),
     )
 
 
 __all__ = [
+    "Await",
     "CancelRetry",
+    "DepsMet",
+    "ProbeFailed",
+    "Ready",
     "Effect",
     "Event",
     "Exited",
