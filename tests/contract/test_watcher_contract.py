@@ -16,6 +16,7 @@ from processman.adapters.watch import PER_DIRECTORY, WatchfilesWatcher
 from processman.domain.errors import WatchError
 from processman.domain.ports import FileWatcher, WatchRequest
 from tests.fakes import FakeWatcher
+from tests.integration.helpers import quiet_gaps
 
 pytestmark = pytest.mark.anyio
 
@@ -279,12 +280,11 @@ async def test_the_file_this_process_writes_its_output_to_is_no_change(tmp_path:
         os.close(saved)
 
 
-async def _one_batch_after(
-    batches: anyio.abc.ObjectReceiveStream[set[str]], burst: Callable[[], Awaitable[float]]
+async def _batches_during(
+    batches: anyio.abc.ObjectReceiveStream[set[str]], burst: Callable[[], Awaitable[None]]
 ) -> list[tuple[float, set[str]]]:
-    """Run ``burst`` (it returns the time of its last write) while collecting the batches
-    until a second passes without one; return them with their arrival times, after
-    checking that the first came after the last write."""
+    """Run ``burst`` while collecting the batches (with their arrival times) until a
+    second passes without one."""
     got: list[tuple[float, set[str]]] = []
 
     async def collect() -> None:
@@ -297,8 +297,8 @@ async def _one_batch_after(
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(collect)
-        last_write = await burst()
-    return [(at - last_write, batch) for at, batch in got]
+        await burst()
+    return got
 
 
 BURSTS = [
@@ -319,16 +319,22 @@ async def test_a_burst_at_the_default_quiet_period_is_one_batch_after_it(
     tmp_path: Path, files: int, writes: int, pause: float
 ) -> None:
     request = WatchRequest(paths=(str(tmp_path),), debounce=0.05)
+    stamps: list[tuple[float, float]] = []
     async with watching(WatchfilesWatcher(), request, _touch) as batches:
 
-        async def burst() -> float:
+        async def burst() -> None:
             for i in range(writes):
+                began = anyio.current_time()
                 (tmp_path / f"f{i % files}.py").write_text(str(i))
+                stamps.append((began, anyio.current_time()))
                 await anyio.sleep(pause)
-            return anyio.current_time() - pause
 
-        got = await _one_batch_after(batches, burst)
-    assert len(got) == 1, [(round(after, 3), len(batch)) for after, batch in got]
-    after, batch = got[0]
-    assert after >= 0.05  # a whole quiet period after the last write, not during the burst
-    assert len(batch) == files
+        got = await _batches_during(batches, burst)
+    shown = [(round(at - stamps[-1][1], 3), len(batch)) for at, batch in got]
+    # one batch, a whole quiet period after the last write; one more only where the
+    # writer itself paused that long (a loaded machine), never within a quiet period
+    assert 1 <= len(got) <= 1 + quiet_gaps(stamps, 0.05), shown
+    assert got[-1][0] - stamps[-1][1] >= 0.05, shown
+    assert set().union(*(batch for _, batch in got)) == {
+        str(tmp_path / f"f{i}.py") for i in range(files)
+    }

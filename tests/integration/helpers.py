@@ -93,3 +93,11 @@ def run_unprivileged(function: Callable[[], object]) -> tuple[object, str]:
     if kind == "raised":
         raise value  # type: ignore[misc]
     return value, printed
+
+
+def quiet_gaps(writes: list[tuple[float, float]], quiet: float) -> int:
+    """How often the writes (start and end of each) left a pause of at least ``quiet``:
+    where a machine too busy to keep a burst's pace let a reload in, rightly."""
+    import itertools
+
+    return sum(1 for (_, end), (start, _) in itertools.pairwise(writes) if start - end >= quiet)

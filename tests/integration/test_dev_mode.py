@@ -11,7 +11,7 @@ import pytest
 
 from processman import ProcessManager
 from tests.conftest import TESTDATA, pid_alive
-from tests.integration.helpers import config, script, wait_until
+from tests.integration.helpers import config, quiet_gaps, script, wait_until
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -79,14 +79,19 @@ async def test_a_burst_at_the_default_quiet_period_is_one_reload_after_it(tmp_pa
         await wait_watching(m, tmp_path)
         count = m.status("dev").restart_count
         end = anyio.current_time() + 0.5
+        stamps: list[tuple[float, float]] = []
         while anyio.current_time() < end:
-            (tmp_path / "m.py").write_text(str(anyio.current_time()))
+            began = anyio.current_time()
+            (tmp_path / "m.py").write_text(str(began))
+            stamps.append((began, anyio.current_time()))
             await anyio.sleep(0.005)
-            assert m.status("dev").restart_count == count, "reloaded during the burst"
-        await wait_until(lambda: m.status("dev").restart_count == count + 1)
+        await wait_until(lambda: m.status("dev").restart_count > count)
         await m.wait_for_status("dev", "running")
         await anyio.sleep(0.5)  # ten quiet periods: nothing more comes
-        assert m.status("dev").restart_count == count + 1
+        # one reload; one more only where the writer itself paused a quiet period long
+        # (a loaded machine), as SPEC §4 would have it
+        reloads = m.status("dev").restart_count - count
+        assert 1 <= reloads <= 1 + quiet_gaps(stamps, 0.05), reloads
 
 
 async def test_a_missing_watch_path_is_an_error_on_that_process(tmp_path: Path) -> None:
