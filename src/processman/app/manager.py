@@ -23,6 +23,16 @@ from processman.domain.model import (
     Status,
     normalise_signal,
 )
+from processman.domain.ordering import (
+    Graph,
+    dependencies,
+    dependents,
+    graph_of,
+    needs_start,
+    stop_layers,
+    unmet,
+    waiting_reason,
+)
 
 if TYPE_CHECKING:
     import builtins
@@ -84,6 +94,8 @@ class ProcessManager:
         self._environ = dict(os.environ if environ is None else environ)
         self._runners: dict[str, ProcessRunner] = {}
         self._statuses = StatusHub(self._every_status)
+        self._recheck_wanted = False
+        self._rechecking = False
         self._tg: TaskGroup | None = None
         self._stack: AsyncExitStack | None = None
 
@@ -101,7 +113,11 @@ class ProcessManager:
             stack.push_async_callback(self._shutdown)
             for spec in self.config.processes:
                 self._runners[spec.id] = self._new_runner(spec, tg)
-            autostart = [r for r in self._runners.values() if r.spec.autostart]
+            # a dependency of an autostart process starts with it, autostart or not
+            wanted = dependencies(
+                [spec.id for spec in self.config.processes if spec.autostart], self._graph()
+            )
+            autostart = [self._runners[process_id] for process_id in wanted]
             await _each(autostart, ProcessRunner.start)
             for runner in self._runners.values():
                 runner.start_watching()
@@ -134,6 +150,7 @@ class ProcessManager:
             watcher=self._watcher,
             ignore_dirs=(self.config.logs.dir,) if self.config.logs.dir else (),
             on_change=self._status_changed,
+            waiting_for=self._waiting_for,
         )
 
     async def add_process(self, spec: ProcessSpec) -> ProcessStatus:
@@ -187,15 +204,48 @@ class ProcessManager:
         return stream
 
     def _status_changed(self, runner: ProcessRunner) -> None:
-        if self._statuses.listening and self._runners.get(runner.spec.id) is runner:
+        if self._runners.get(runner.spec.id) is not runner:
+            return
+        if self._statuses.listening:
             self._statuses.publish(StatusEvent("status", runner.spec.id, runner.status()))
+        if self._tg is not None and any(
+            r.state.status is Status.WAITING for r in self._runners.values()
+        ):
+            # a waiting process may start now, or waits for something else
+            self._recheck_wanted = True
+            if not self._rechecking:
+                self._rechecking = True
+                self._tg.start_soon(self._recheck_waiting)
+
+    async def _recheck_waiting(self) -> None:
+        try:
+            while self._recheck_wanted:
+                self._recheck_wanted = False
+                for runner in list(self._runners.values()):
+                    if runner.state.status is Status.WAITING:
+                        await runner.recheck()
+        finally:
+            self._rechecking = False
+
+    def _waiting_for(self, spec: ProcessSpec) -> str | None:
+        """What ``spec`` waits for (SPEC §8), or None when every dependency is met."""
+        states = {
+            dep: self._runners[dep].dep_state() for dep in spec.depends_on if dep in self._runners
+        }
+        missing = unmet(spec.depends_on, states)
+        return waiting_reason(missing, states) if missing else None
+
+    def _graph(self) -> Graph:
+        return graph_of(runner.spec for runner in self._runners.values())
 
     def _every_status(self) -> builtins.list[ProcessStatus]:
         return [runner.status() for runner in self._runners.values()]
 
     async def _shutdown(self) -> None:
         with anyio.CancelScope(shield=True):
-            await _each(self._runners.values(), ProcessRunner.close)
+            # dependents before their dependencies; the others in parallel
+            for layer in stop_layers(self._graph()):
+                await _each([self._runners[i] for i in layer], ProcessRunner.close)
             # The readers end at EOF once the trees are gone: let them finish the pipes.
             with anyio.move_on_after(DRAIN_GRACE):
                 for runner in self._runners.values():
@@ -261,16 +311,59 @@ class ProcessManager:
     # --- commands -------------------------------------------------------------------
 
     async def start(self, process_id: str) -> ProcessStatus:
-        """Start a process; return its status once it is spawned (or failed)."""
-        return await self._runner(process_id).start()
+        """Start a process; return its status once it is spawned (or failed), or at once
+        with status ``waiting`` while its dependencies do not meet their conditions.
+
+        Its dependencies (transitively) that are stopped, crashed, or exited without
+        meeting their condition are started first (SPEC §8).
+        """
+        runner = self._runner(process_id)
+        graph = self._graph()
+        needed = dependencies([process_id], graph)[:-1]
+        for dep in needed:  # dependencies first
+            conditions = [
+                deps[dep]
+                for node, deps in graph.items()
+                if dep in deps and (node in needed or node == process_id)
+            ]
+            state = self._runners[dep].dep_state()
+            if any(needs_start(condition, state) for condition in conditions):
+                await self._runners[dep].start()
+        return await runner.start()
 
     async def stop(self, process_id: str) -> ProcessStatus:
-        """Stop a process; return once its whole tree is gone."""
-        return await self._runner(process_id).stop()
+        """Stop a process, and first every process that depends on it (dependents first);
+        return once every tree is gone."""
+        runner = self._runner(process_id)
+        await self._stop_dependents(process_id)
+        return await runner.stop()
 
     async def restart(self, process_id: str) -> ProcessStatus:
-        """Stop (if running) and start a process; return once the new instance is spawned."""
-        return await self._runner(process_id).restart()
+        """Stop (if running) and start a process; return once the new instance is spawned.
+
+        Its dependents are stopped first, and started again afterwards: they wait until
+        it meets their conditions.
+        """
+        runner = self._runner(process_id)
+        stopped = await self._stop_dependents(process_id)
+        status = await runner.restart()
+        for dependent in reversed(stopped):  # dependencies of theirs first
+            await self._runners[dependent].start()
+        return status
+
+    async def _stop_dependents(self, process_id: str) -> builtins.list[str]:
+        """Stop what depends on ``process_id`` in layers; the ids that were active."""
+        order = dependents(process_id, self._graph())
+        active = [
+            dependent
+            for dependent in order
+            if self._runners[dependent].state.status
+            not in (Status.STOPPED, Status.EXITED, Status.CRASHED)
+        ]
+        graph = {node: deps for node, deps in self._graph().items() if node in active}
+        for layer in stop_layers(graph):
+            await _each([self._runners[i] for i in layer], ProcessRunner.stop)
+        return active
 
     async def signal(self, process_id: str, signal: str) -> ProcessStatus:
         """Send ``signal`` (``"HUP"`` or ``"SIGHUP"``) to the whole tree of a running process;

@@ -25,10 +25,13 @@ from processman.domain.errors import (
 )
 from processman.domain.interpreter import resolve_argv
 from processman.domain.model import ProcessSpec, ProcessStatus, Status
+from processman.domain.ordering import DepState
 from processman.domain.ports import SpawnRequest, WatchRequest
 from processman.domain.reload_loop import ReloadLoop
 from processman.domain.state import (
+    Await,
     CancelRetry,
+    DepsMet,
     Effect,
     Event,
     Exited,
@@ -83,9 +86,11 @@ class ProcessRunner:
         watcher: FileWatcher | None = None,
         ignore_dirs: tuple[str, ...] = (),
         on_change: Callable[[ProcessRunner], None] | None = None,
+        waiting_for: Callable[[ProcessSpec], str | None] | None = None,
     ) -> None:
         self.spec = spec
         self._on_change = on_change
+        self._waiting_for = waiting_for
         self._spawner = spawner
         self._clock = clock
         self._tg = task_group
@@ -129,12 +134,35 @@ class ProcessRunner:
 
     # --- commands -----------------------------------------------------------------
 
+    def dep_state(self) -> DepState:
+        """What a dependent's condition is checked against."""
+        state = self._state
+        ready = state.status is Status.RUNNING and (self.spec.ready is None or state.ready)
+        return DepState(state.status, ready, state.exit_code, state.last_error)
+
     async def start(self) -> ProcessStatus:
-        """Start it (no-op when running); return once spawned or failed."""
+        """Start it (no-op when running); return once spawned or failed, or at once while
+        it waits for its dependencies (``waiting``)."""
         async with self._lock:
             self._refuse_if_closed()
-            await self._apply(Start())
+            await self._apply(self._start_event())
             return self.status()
+
+    async def recheck(self) -> None:
+        """Waiting: start now if every dependency meets its condition, else say for what."""
+        if self._state.status is not Status.WAITING:
+            return
+        async with self._lock:
+            if self._state.status is Status.WAITING and not self._closed:
+                await self._apply(self._start_event())
+
+    def _start_event(self) -> Event:
+        reason = (
+            self._waiting_for(self.spec) if self._waiting_for and self.spec.depends_on else None
+        )
+        if reason is not None:
+            return Await(reason)
+        return DepsMet() if self._state.status is Status.WAITING else Start()
 
     async def stop(self) -> ProcessStatus:
         """Stop it; return once the whole tree is gone."""
@@ -147,7 +175,7 @@ class ProcessRunner:
         async with self._lock:
             self._refuse_if_closed()
             await self._apply(Stop())
-            await self._apply(Start())
+            await self._apply(self._start_event())
             return self.status()
 
     def signal(self, signal: str) -> ProcessStatus:
@@ -336,8 +364,8 @@ class ProcessRunner:
 
 
 def _visible(state: State) -> tuple[object, ...]:
-    """What a status event is sent for (SPEC §11): the status, pid and last error."""
-    return (state.status, state.run.pid if state.run else None, state.last_error)
+    """What a status event is sent for (SPEC §11): the status, pid, readiness, last error."""
+    return (state.status, state.run.pid if state.run else None, state.ready, state.last_error)
 
 
 def resolve_here(spec: ProcessSpec) -> tuple[tuple[str, ...], str | None]:
