@@ -15,6 +15,7 @@ import anyio.lowlevel
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping
 
+    from processman.domain.model import Probe
     from processman.domain.ports import LogBatch, SpawnRequest, WatchRequest
 
 from processman.adapters.watch import IgnoreMatcher
@@ -262,3 +263,22 @@ class FakeWatcher:
             kept = {p for p in pending if not matcher.ignored(p)}
             if kept:
                 on_change(kept)
+
+
+class FakeProber:
+    """``Prober`` whose tries answer ``result(probe)`` (None: passed); records when each
+    try came, by the fake clock."""
+
+    def __init__(self, clock: FakeClock, result: Callable[[Probe], str | None]) -> None:
+        self.clock = clock
+        self.result = result
+        self.tries: list[tuple[float, str]] = []
+        self.closed = 0
+
+    async def check(self, probe: Probe) -> str | None:
+        self.tries.append((self.clock.now, probe.target))
+        await anyio.lowlevel.checkpoint()
+        return self.result(probe)
+
+    async def aclose(self) -> None:
+        self.closed += 1

@@ -458,7 +458,7 @@ BAD: list[tuple[str, str, str, str]] = [
         "processes[0].ready.failures",
         "health probes only",
     ),
-    ("p.toml", P + "ready = { notify = false }\n", "processes[0].ready.notify", "no probe"),
+    ("p.toml", P + "ready = { notify = true }\n", "processes[0].ready.notify", "not supported yet"),
     ("p.toml", P + "ready = { exec = '' }\n", "processes[0].ready.exec", "empty"),
     (
         "p.toml",
@@ -480,9 +480,9 @@ BAD: list[tuple[str, str, str, str]] = [
     ),
     (
         "p.toml",
-        P + "health = { watchdog = '5s', period = '1s' }\n",
-        "processes[0].health.period",
-        "its own value",
+        P + "health = { watchdog = '5s' }\n",
+        "processes[0].health.watchdog",
+        "not supported yet",
     ),
     ("p.toml", P + 'readyTimeout = "-1s"\n', "processes[0].readyTimeout", "negative"),
     (
@@ -601,7 +601,7 @@ id = "app"
 command = "uvicorn app:app"
 readyTimeout = "5s"
 ready = { http = "http://127.0.0.1:8000/health" }
-health = { watchdog = "3s" }
+health = { tcp = "127.0.0.1:8000", period = "5s" }
 dependsOn = { db = "started", migrate = "succeeded" }
 
 [[processes]]
@@ -624,7 +624,7 @@ dependsOn = ["app"]
     assert app.ready_timeout == 5.0 and app.ready == Probe(
         kind=ProbeKind.HTTP, target="http://127.0.0.1:8000/health"
     )
-    assert app.health == Probe(kind=ProbeKind.WATCHDOG, period=3.0, failures=1)
+    assert app.health == Probe(kind=ProbeKind.TCP, target="127.0.0.1:8000", period=5.0)
     assert app.depends_on == {"db": Condition.STARTED, "migrate": Condition.SUCCEEDED}
     assert worker.ready == Probe(kind=ProbeKind.LOG_LINE, target="listening on \\d+")
     assert worker.depends_on == {"app": Condition.READY}

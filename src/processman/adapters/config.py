@@ -552,6 +552,12 @@ class _Builder:
             raise self.error(field, f"give one probe, not {both}")
         kind, value = given[0]
         where = f"{field}.{kind.value}"
+        if kind in (ProbeKind.NOTIFY, ProbeKind.WATCHDOG) and kind in allowed:
+            raise self.error(
+                where,
+                f"{kind.value} probes are not supported yet (the sd_notify socket is still "
+                "to be built): use tcp, http, exec or logLine",
+            )
         if kind not in allowed:
             other = "ready" if health else "health"
             raise self.error(where, f"a {kind.value} probe is for {other} only (here: {names})")

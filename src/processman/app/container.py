@@ -19,6 +19,7 @@ from dependency_injector import containers, providers
 
 from processman.adapters.clock import AnyioClock
 from processman.adapters.logs import FileSink, LoguruSink, RingBufferSink
+from processman.adapters.probes import NetworkProber
 from processman.adapters.spawn_linux import LinuxSpawner
 from processman.adapters.spawn_posix import PosixSpawner
 from processman.adapters.spawn_windows import WindowsSpawner
@@ -59,6 +60,8 @@ class Container(containers.DeclarativeContainer):
     clock = providers.Singleton(AnyioClock)
 
     watcher = providers.Singleton(WatchfilesWatcher)
+
+    prober = providers.Singleton(NetworkProber)
 
     spawner = providers.Selector(
         providers.Callable(platform_family),

@@ -47,6 +47,7 @@ if TYPE_CHECKING:
         LogBuffer,
         LogEntry,
         LogSink,
+        Prober,
         Spawner,
     )
 
@@ -63,7 +64,7 @@ class ProcessManager:
 
     Args:
         config: the processes to supervise (``load_config``).
-        spawner, clock, watcher: replace the container's adapters.
+        spawner, clock, watcher, prober: replace the container's adapters.
         log_sinks: replace the container's log sinks (the ring buffer the API serves
             is always kept).
         container: a ``processman.app.Container``, e.g. with providers overridden.
@@ -77,6 +78,7 @@ class ProcessManager:
         spawner: Spawner | None = None,
         clock: Clock | None = None,
         watcher: FileWatcher | None = None,
+        prober: Prober | None = None,
         log_sinks: Sequence[LogSink] | None = None,
         container: Container | None = None,
         environ: dict[str, str] | None = None,
@@ -87,6 +89,7 @@ class ProcessManager:
         self._spawner: Spawner = spawner if spawner is not None else self.container.spawner()
         self._clock: Clock = clock if clock is not None else self.container.clock()
         self._watcher: FileWatcher = watcher if watcher is not None else self.container.watcher()
+        self._prober: Prober = prober if prober is not None else self.container.prober()
         self.ring_buffer: LogBuffer = self.container.ring_buffer()
         extra = list(log_sinks) if log_sinks is not None else self.container.log_sinks()
         self._hub = LogHub()
@@ -108,6 +111,7 @@ class ProcessManager:
         await stack.__aenter__()
         try:
             stack.push_async_callback(_shielded, self._spawner.aclose)
+            stack.push_async_callback(_shielded, self._prober.aclose)
             tg = self._tg = await stack.enter_async_context(anyio.create_task_group())
             stack.callback(self._end_lingering_tasks, tg)  # last of all
             stack.push_async_callback(self._shutdown)
@@ -151,6 +155,7 @@ class ProcessManager:
             ignore_dirs=(self.config.logs.dir,) if self.config.logs.dir else (),
             on_change=self._status_changed,
             waiting_for=self._waiting_for,
+            prober=self._prober,
         )
 
     async def add_process(self, spec: ProcessSpec) -> ProcessStatus:

@@ -16,7 +16,7 @@ from processman.domain.lines import LineSplitter
 from processman.domain.ports import LogBatch
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterable, Sequence
+    from collections.abc import AsyncIterable, Callable, Sequence
 
     from anyio.abc import TaskGroup
     from loguru import Logger
@@ -46,6 +46,8 @@ class OutputPump:
         self._readers: set[anyio.CancelScope] = set()
         self._drained = anyio.Event()
         self._drained.set()
+        #: called with (pid, lines) for every batch while set (a logLine probe)
+        self.line_hook: Callable[[int, list[str]], None] | None = None
 
     @property
     def open_streams(self) -> int:
@@ -102,6 +104,8 @@ class OutputPump:
     def emit(self, pid: int, stream: StreamName, lines: list[str]) -> None:
         """Hand one batch of lines to every sink."""
         batch = LogBatch(self._process_id, stream, pid, self._clock.utcnow(), lines)
+        if self.line_hook is not None:
+            self.line_hook(pid, lines)
         for sink in self._sinks:
             try:
                 sink.write(batch)

@@ -16,6 +16,7 @@ import anyio
 from loguru import logger
 
 from processman.app.output import OutputPump
+from processman.app.probing import InstanceProbes
 from processman.domain.environment import child_environment
 from processman.domain.errors import (
     NotRunningError,
@@ -36,6 +37,8 @@ from processman.domain.state import (
     Event,
     Exited,
     FileChanged,
+    ProbeFailed,
+    Ready,
     RetryDue,
     ScheduleRetry,
     Spawn,
@@ -61,6 +64,7 @@ if TYPE_CHECKING:
         Clock,
         FileWatcher,
         LogSink,
+        Prober,
         ProcessHandle,
         Spawner,
     )
@@ -87,8 +91,11 @@ class ProcessRunner:
         ignore_dirs: tuple[str, ...] = (),
         on_change: Callable[[ProcessRunner], None] | None = None,
         waiting_for: Callable[[ProcessSpec], str | None] | None = None,
+        prober: Prober | None = None,
     ) -> None:
         self.spec = spec
+        self._prober = prober
+        self._probe_scope: anyio.CancelScope | None = None
         self._on_change = on_change
         self._waiting_for = waiting_for
         self._spawner = spawner
@@ -241,6 +248,7 @@ class ProcessRunner:
         if isinstance(effect, Spawn):
             await self._spawn()
         elif isinstance(effect, StopTree):
+            self._stop_probes()
             handle, self._handle = self._handle, None
             code = await self._stop(handle, effect.signal, effect.grace) if handle else None
             await self._apply(StopDone(code))
@@ -269,6 +277,58 @@ class ProcessRunner:
         self.output.start(handle)
         self._tg.start_soon(self._watch_exit, handle)
         await self._apply(Spawned(handle.pid, self._clock.utcnow()))
+        if self.spec.ready is not None or self.spec.health is not None:
+            self._start_probes(handle, env)
+
+    def _start_probes(self, handle: ProcessHandle, env: Mapping[str, str]) -> None:
+        """Probe this instance while it runs (``_stop_probes`` ends it)."""
+
+        async def ready() -> None:
+            async with self._lock:
+                if self._handle is handle:
+                    await self._apply(Ready())
+
+        def failed(reason: str) -> None:
+            self._tg.start_soon(self._probe_failed, handle, reason)
+
+        probes = InstanceProbes(
+            self.spec,
+            clock=self._clock,
+            prober=self._prober,
+            spawner=self._spawner,
+            env=env,
+            ready=ready,
+            failed=failed,
+        )
+        if probes.wants_lines:
+
+            def lines(pid: int, batch: list[str]) -> None:
+                if pid == handle.pid:
+                    probes.lines(batch)
+                if not probes.wants_lines:
+                    self.output.line_hook = None
+
+            self.output.line_hook = lines
+        scope = self._probe_scope = anyio.CancelScope()
+        spawned_at = self._clock.monotonic()
+
+        async def run() -> None:
+            with scope:
+                await probes.run(spawned_at)
+
+        self._tg.start_soon(run)
+
+    def _stop_probes(self) -> None:
+        if self._probe_scope is not None:
+            self._probe_scope.cancel()
+            self._probe_scope = None
+        self.output.line_hook = None
+
+    async def _probe_failed(self, handle: ProcessHandle, reason: str) -> None:
+        async with self._lock:
+            if self._handle is handle:
+                self._log.warning("{}: stopping it", reason)
+                await self._apply(ProbeFailed(reason))
 
     async def _stop(self, handle: ProcessHandle, signal: str, grace: float) -> int | None:
         """Stop a tree; ``kill_now`` can cut its grace short meanwhile."""
@@ -280,6 +340,8 @@ class ProcessRunner:
 
     async def _watch_exit(self, handle: ProcessHandle) -> None:
         code = await handle.wait()
+        if self._handle is handle:
+            self._stop_probes()
         if self._handle is handle:  # it ended by itself, not by a stop of ours: what it
             # left behind (a daemon it started) goes with it, before any restart, so two
             # trees of one process never run at once
@@ -347,7 +409,10 @@ class ProcessRunner:
             return (script, *self.spec.args)
 
     def _announce(self, old: State, new: State, event: Event, effects: tuple[Effect, ...]) -> None:
-        if new.status is old.status:
+        if new.status is old.status and not (new.ready and not old.ready):
+            return
+        if new.status is Status.RUNNING and new.ready and not old.ready:
+            self._log.info("ready")
             return
         if new.status is Status.RUNNING and new.run is not None:
             self._log.info("running (pid {})", new.run.pid)

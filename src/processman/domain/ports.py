@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     import builtins
     from contextlib import AbstractContextManager
 
-    from processman.domain.model import Config, ProcessStatus
+    from processman.domain.model import Config, Probe, ProcessStatus
 
 StreamName = Literal["stdout", "stderr"]
 
@@ -66,6 +66,21 @@ class ProcessHandle(Protocol):
         Raises:
             ValueError: the platform cannot send that signal.
         """
+        ...
+
+
+@runtime_checkable
+class Prober(Protocol):
+    """Tries network probes (SPEC §8: ``http``, ``tcp``); ``exec``, ``logLine`` and
+    ``notify`` are the runner's own (they need the spawner, the output, a socket)."""
+
+    async def check(self, probe: Probe) -> str | None:
+        """One try, bounded by ``probe.timeout``: None when it passed, else its result
+        in a few words (``GET http://127.0.0.1:8000/health: 503``, ``connection refused``)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release what the tries held (an HTTP client's connections)."""
         ...
 
 

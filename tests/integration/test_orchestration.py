@@ -1,0 +1,177 @@
+"""SPEC §8 with real processes and real probes: readiness, health, dependencies."""
+
+from __future__ import annotations
+
+import http.server
+import socket
+import sys
+import threading
+from typing import TYPE_CHECKING
+
+import anyio
+import pytest
+
+from processman import ProcessManager, Status
+from processman.adapters.probes import NetworkProber
+from processman.domain.model import Condition, Probe, ProbeKind
+from tests.integration.helpers import config, script, wait_until
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+pytestmark = pytest.mark.anyio
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class _Answers(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+        code = {"/ok": 200, "/bad": 503, "/moved": 301}.get(self.path, 404)
+        self.send_response(code)
+        if code == 301:
+            self.send_header("Location", "/bad")  # not followed: a 3xx passes
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def http_server() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Answers)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+async def test_network_probes_answer_what_happened(http_server: str) -> None:
+    prober = NetworkProber()
+    listening = socket.create_server(("127.0.0.1", 0))
+    silent = socket.create_server(("127.0.0.1", 0))  # accepts (backlog), never answers
+    closed = free_port()
+    try:
+        tcp = lambda address: Probe(kind=ProbeKind.TCP, target=address)  # noqa: E731
+        http = lambda url, timeout=1.0: Probe(kind=ProbeKind.HTTP, target=url, timeout=timeout)  # noqa: E731
+        assert await prober.check(tcp(f"127.0.0.1:{listening.getsockname()[1]}")) is None
+        assert await prober.check(tcp(f"127.0.0.1:{closed}")) == "connection refused"
+        assert await prober.check(http(http_server + "/ok")) is None
+        assert await prober.check(http(http_server + "/moved")) is None
+        assert await prober.check(http(http_server + "/bad")) == f"GET {http_server}/bad: 503"
+        assert await prober.check(http(f"http://127.0.0.1:{closed}/")) == "connection refused"
+        silent_url = f"http://127.0.0.1:{silent.getsockname()[1]}/"
+        assert await prober.check(http(silent_url, timeout=0.2)) == "timed out after 0.2s"
+    finally:
+        await prober.aclose()
+        listening.close()
+        silent.close()
+
+
+async def test_a_dependent_starts_as_soon_as_its_dependency_is_ready(tmp_path: Path) -> None:
+    port = free_port()
+    db = script(
+        "db",
+        "listen_later.py",
+        str(port),
+        "0.3",
+        ready=Probe(kind=ProbeKind.TCP, target=f"127.0.0.1:{port}", period=0.2),
+    )
+    app = script("app", "echo.py", depends_on={"db": Condition.READY})
+    async with ProcessManager(config(db, app)) as m:
+        assert m.status("app").status is Status.WAITING
+        assert m.status("app").last_error.startswith("waiting for db (")
+        async with m.events() as events:
+            ready_at = started_at = None
+            with anyio.fail_after(10):
+                async for event in events:
+                    status = event.status
+                    if status is None:
+                        continue
+                    if status.id == "db" and status.ready and ready_at is None:
+                        ready_at = anyio.current_time()
+                    if status.id == "app" and status.status == "running":
+                        started_at = anyio.current_time()
+                        break
+        assert ready_at is not None and started_at is not None
+        assert started_at - ready_at < 0.05  # SPEC §8: within 50 ms of ready
+        assert m.status("app").last_error == ""
+
+
+async def test_an_exec_probe_runs_in_the_process_cwd_and_env(tmp_path: Path) -> None:
+    marker = tmp_path / "up"
+    check = "import os, sys; sys.exit(0 if os.path.exists(os.environ['MARKER']) else 1)"
+    spec = script(
+        "worker",
+        "echo.py",
+        env={"MARKER": str(marker)},
+        ready=Probe(kind=ProbeKind.EXEC, command=(sys.executable, "-c", check), period=0.1),
+    )
+    async with ProcessManager(config(spec)) as m:
+        await anyio.sleep(0.3)
+        assert m.status("worker").status == "running" and not m.status("worker").ready
+        marker.write_text("")
+        await wait_until(lambda: m.status("worker").ready, 5)
+
+
+async def test_an_exec_probe_that_hangs_is_killed_at_its_timeout(tmp_path: Path) -> None:
+    pid_file = tmp_path / "probe.pid"
+    hang = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
+    spec = script(
+        "worker",
+        "echo.py",
+        ready_timeout=0.6,
+        ready=Probe(kind=ProbeKind.EXEC, command=(sys.executable, "-c", hang), timeout=0.3),
+    )
+    async with ProcessManager(config(spec)) as m:
+        await wait_until(lambda: m.status("worker").status is Status.BACKOFF, 10)
+        assert m.status("worker").last_error == "not ready after 0.6s: timed out after 0.3s"
+        await m.stop("worker")
+    # the test's own leak check proves the probe's tree is gone
+
+
+async def test_a_process_never_ready_is_stopped_and_backs_off() -> None:
+    port = free_port()  # nobody listens
+    spec = script(
+        "db",
+        "echo.py",
+        ready_timeout=0.5,
+        backoff=0.2,
+        ready=Probe(kind=ProbeKind.TCP, target=f"127.0.0.1:{port}"),
+    )
+    async with ProcessManager(config(spec)) as m:
+        first = m.status("db").pid
+        await wait_until(lambda: m.status("db").restart_count >= 1, 10)
+        assert m.status("db").pid != first
+        await wait_until(lambda: m.status("db").status is Status.BACKOFF, 10)
+        assert m.status("db").last_error == "not ready after 0.5s: connection refused"
+
+
+async def test_a_hung_server_is_restarted_by_its_health_check(tmp_path: Path) -> None:
+    port = free_port()
+    hang = tmp_path / "hang"
+    spec = script(
+        "web",
+        "listen_later.py",
+        str(port),
+        "0",
+        str(hang),
+        backoff=0.1,
+        ready=Probe(kind=ProbeKind.TCP, target=f"127.0.0.1:{port}"),
+        health=Probe(kind=ProbeKind.TCP, target=f"127.0.0.1:{port}", period=0.2, failures=2),
+    )
+    async with ProcessManager(config(spec)) as m:
+        await wait_until(lambda: m.status("web").ready, 10)
+        hung = m.status("web").pid
+        hang.write_text("")  # it stops listening, and stays alive
+        await wait_until(lambda: m.status("web").pid not in (hung, None), 10)
+        hang.unlink()
+        status = m.status("web")
+        assert status.restart_count == 1
+        assert status.last_error == "health check failed 2 times: connection refused"
