@@ -23,6 +23,7 @@ from processman.adapters.config import load_config
 from processman.domain.errors import (
     ConfigError,
     InterpreterNotFoundError,
+    NotReadyError,
     NotRunningError,
     ProcessmanError,
     SpawnError,
@@ -77,6 +78,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "InterpreterNotFoundError",
+    "NotReadyError",
     "NotRunningError",
     "ProcessManager",
     "ProcessSpec",

@@ -306,3 +306,49 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def test_wait_and_only_with_dependencies(tmp_path: Path) -> None:
+    port = _free_port()
+    (tmp_path / "processman.toml").write_text(
+        f"""
+[[processes]]
+id = "db"
+script = "{TESTDATA / "listen_later.py"}"
+interpreter = "{sys.executable}"
+args = ["{port}", "0.5"]
+ready = {{ tcp = "127.0.0.1:{port}" }}
+stopTimeout = "2s"
+
+[[processes]]
+id = "app"
+command = ["{sys.executable}", "{TESTDATA / "echo.py"}"]
+dependsOn = ["db"]
+stopTimeout = "2s"
+
+[[processes]]
+id = "never"
+command = ["{sys.executable}", "{TESTDATA / "echo.py"}"]
+ready = {{ logLine = "this line never comes" }}
+stopTimeout = "2s"
+
+[[processes]]
+id = "other"
+command = ["{sys.executable}", "{TESTDATA / "echo.py"}"]
+"""
+    )
+    config = tmp_path / "processman.toml"
+    with supervising(config, "--only", "app,never") as run:
+        waited = cli("wait", "app", "--timeout", "20s", cwd=tmp_path)
+        assert waited.returncode == 0, waited.stderr
+        assert rows(waited.stdout)["app"][1] == "running"
+        assert rows(cli("status", "db", cwd=tmp_path).stdout)["db"][1] == "running"
+        late = cli("wait", "never", "--timeout", "0.5s", cwd=tmp_path)
+        assert late.returncode == 1
+        assert late.stderr.strip().endswith("never is not ready after 0.5s: running, not ready")
+        bad = cli("wait", "app", "--timeout", "soon", cwd=tmp_path)
+        assert bad.returncode == 1 and "--timeout: invalid duration" in bad.stderr
+        assert cli("status", "other", cwd=tmp_path).returncode == 1  # not run: not in --only
+        run.send_signal(signal.SIGTERM)
+        _, err = run.communicate(timeout=20)
+    assert "--only: also running db (needed by what --only names)" in err

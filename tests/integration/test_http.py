@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import re
 import socket
 from contextlib import asynccontextmanager
@@ -384,6 +385,44 @@ async def test_a_host_app_gets_the_children_lines_with_their_ids_in_one_call() -
     lines = console.getvalue().splitlines()
     assert re.search(r"^\d\d:\d\d:\d\d\.\d{3} env  \| PROCESSMAN_ID=env$", "\n".join(lines), re.M)
     assert any(re.search(r" echo \| Hello from Python", line) for line in lines), lines
+
+
+async def test_status_events_over_sse() -> None:
+    config = make_config(script("echo", "echo.py"), script("env", "print_env.py"), token="t")
+    async with api(config) as (manager, client):
+        headers = {"Authorization": "Bearer t"}
+        assert (await client.get("/api/events")).status_code == 401
+        async with client.stream("GET", "/api/events", headers=headers) as response:
+            assert response.headers["content-type"].startswith("text/event-stream")
+            lines = response.aiter_lines()
+            events: list[tuple[str, dict[str, Any]]] = []
+
+            async def read(count: int) -> None:
+                kind = ""
+                with anyio.fail_after(10):
+                    async for line in lines:
+                        if line.startswith("event: "):
+                            kind = line[len("event: ") :]
+                        elif line.startswith("data: "):
+                            events.append((kind, json.loads(line[len("data: ") :])))
+                            if len(events) == count:
+                                return
+
+            await read(2)
+            assert [(k, e["id"], e["status"]) for k, e in events] == [
+                ("status", "echo", "running"),
+                ("status", "env", "running"),
+            ]
+            assert set(events[0][1]) == STATUS_KEYS
+            await manager.stop("echo")
+            await read(4)
+            assert [(k, e["id"], e["status"]) for k, e in events[2:]] == [
+                ("status", "echo", "stopping"),
+                ("status", "echo", "stopped"),
+            ]
+            await manager.remove_process("env")
+            await read(7)
+            assert events[-1] == ("removed", {"id": "env"})
 
 
 async def test_openapi_has_no_servers_unless_mounted() -> None:

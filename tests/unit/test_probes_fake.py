@@ -6,8 +6,8 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from processman import ProcessManager, Status
-from processman.domain.model import Condition, Config, Probe, ProbeKind, ProcessSpec
+from processman import NotReadyError, ProcessManager, Status, UnknownProcessError
+from processman.domain.model import Condition, Config, Probe, ProbeKind, ProcessSpec, RestartPolicy
 from tests.fakes import FakeClock, FakeProber, FakeSpawner, RecordingSink
 
 pytestmark = pytest.mark.anyio
@@ -84,6 +84,7 @@ async def test_an_unhealthy_process_is_restarted_after_failures_in_a_row() -> No
     async with manager(
         proc("web", health=health), spawner=spawner, clock=clock, prober=prober
     ) as m:
+        await anyio.wait_all_tasks_blocked()  # the probe task has begun
         first = spawner.last
         await clock.advance(10.0)
         await clock.advance(10.0)
@@ -136,3 +137,41 @@ async def test_a_log_line_makes_it_ready() -> None:
         await anyio.wait_all_tasks_blocked()
         assert m.status("api").ready
         assert prober.tries == []
+
+
+async def test_wait_ready_returns_once_ready_and_refuses_what_gave_up() -> None:
+    clock = FakeClock()
+    answers = {"db": "connection refused"}
+    prober = FakeProber(clock, lambda probe: answers["db"])
+    spawner = FakeSpawner()
+    specs = (proc("db", ready=TCP), proc("plain"), proc("job", restart=RestartPolicy.NEVER))
+    async with manager(*specs, spawner=spawner, clock=clock, prober=prober) as m:
+        await anyio.wait_all_tasks_blocked()
+        (plain,) = await m.wait_ready("plain")  # no probe: running is ready
+        assert plain.ready
+        got: list[object] = []
+
+        async def wait() -> None:
+            got.extend(await m.wait_ready("db", "plain"))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(wait)
+            await clock.advance(0.05)
+            assert got == []
+            answers["db"] = None
+            await clock.advance(0.1)
+        assert [s.id for s in got] == ["db", "plain"]  # type: ignore[attr-defined]
+        job = next(p for p in spawner.processes if p.request.argv[0] == "job")
+        job.exit(2)
+        await anyio.wait_all_tasks_blocked()
+        with pytest.raises(NotReadyError) as info:
+            await m.wait_ready("job")
+        assert str(info.value) == "job is not ready: exited: exited with code 2"
+        with pytest.raises(UnknownProcessError):
+            await m.wait_ready("ghost")
+        await m.stop("db")
+        await m.start("db")
+        answers["db"] = "connection refused"
+        with pytest.raises(NotReadyError) as info:
+            await m.wait_ready("db", timeout=0)
+        assert str(info.value) == "db is not ready after 0s: running, not ready"

@@ -22,7 +22,9 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from processman._version import __version__
+from processman.domain.durations import parse_duration
 from processman.domain.errors import (
+    NotReadyError,
     NotRunningError,
     ProcessNotRunningError,
     UnknownProcessError,
@@ -150,6 +152,20 @@ def create_app(
         except ValueError as exc:
             return error(400, str(exc))
 
+    async def wait(request: Request) -> Response:
+        process_id = request.path_params["id"]
+        manager.status(process_id)  # 404 before 400
+        raw = request.query_params.get("timeout", "60s")
+        try:
+            seconds = parse_duration(raw)
+        except ValueError as exc:
+            return error(400, f"timeout: {exc}")
+        try:
+            (status,) = await manager.wait_ready(process_id, timeout=seconds)
+        except NotReadyError as exc:
+            return error(409, str(exc))
+        return json_response(status)
+
     async def logs(request: Request) -> Response:
         process_id = request.path_params["id"]
         manager.status(process_id)  # 404 before 400
@@ -163,6 +179,14 @@ def create_app(
         subscription = manager.subscribe(request.path_params["id"])  # 404 or 503 here
         return StreamingResponse(
             _events(subscription, keepalive),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    async def events(request: Request) -> Response:
+        stream = manager.events()  # 503 here when not running
+        return StreamingResponse(
+            _status_events(stream, keepalive),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
@@ -184,8 +208,10 @@ def create_app(
         Route("/api/processes/{id}/stop", guarded(stop), methods=["POST"]),
         Route("/api/processes/{id}/restart", guarded(restart), methods=["POST"]),
         Route("/api/processes/{id}/signal", guarded(send_signal), methods=["POST"]),
+        Route("/api/processes/{id}/wait", guarded(wait), methods=["POST"]),
         Route("/api/processes/{id}/logs", guarded(logs), methods=["GET"]),
         Route("/api/processes/{id}/logs/stream", guarded(stream), methods=["GET"]),
+        Route("/api/events", guarded(events), methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
     ]
 
@@ -224,6 +250,36 @@ async def _events(
             if dropped:
                 chunk += b"event: gap\ndata: " + _encode(Gap(dropped)) + b"\n\n"
             yield chunk
+
+
+class Removed(msgspec.Struct, frozen=True):
+    """The ``removed`` event of ``/api/events``: a process that is gone."""
+
+    id: str
+
+
+async def _status_events(stream: Any, keepalive: float) -> AsyncIterator[bytes]:
+    """The SSE body of ``/api/events``: ``event: status`` with a status object per process,
+    then one per change; ``event: removed``; ``event: gap`` before a fresh snapshot."""
+    async with stream:
+        yield b": connected\n\n"
+        iterator = stream.__aiter__()
+        while True:
+            with anyio.move_on_after(keepalive) as idle:
+                try:
+                    event = await iterator.__anext__()
+                except StopAsyncIteration:  # the manager shut down
+                    yield b'event: end\ndata: {"reason":"processman shut down"}\n\n'
+                    return
+            if idle.cancelled_caught:
+                yield b": keep-alive\n\n"
+                continue
+            if event.kind == "status":
+                yield b"event: status\ndata: " + _encode(event.status) + b"\n\n"
+            elif event.kind == "removed":
+                yield b"event: removed\ndata: " + _encode(Removed(event.process_id)) + b"\n\n"
+            else:
+                yield b"event: gap\ndata: {}\n\n"
 
 
 def openapi_document(*, secured: bool, ids: list[str] | None = None) -> dict[str, Any]:
@@ -313,6 +369,32 @@ def openapi_document(*, secured: bool, ids: list[str] | None = None) -> dict[str
                 },
             }
         },
+        "/api/processes/{id}/wait": {
+            "post": {
+                "summary": "Answer once the process is ready (SPEC §8)",
+                "parameters": [
+                    process_id,
+                    {
+                        "name": "timeout",
+                        "in": "query",
+                        "required": False,
+                        "schema": {
+                            "type": "string",
+                            # what the server takes, and no more: a subset of SPEC's
+                            # durations that cannot pass their limit
+                            "pattern": r"^(\d{1,5}(\.\d{1,3})?(ns|us|ms|s|m|h)){1,4}$|^0$",
+                            "default": "60s",
+                        },
+                    },
+                ],
+                "responses": {
+                    "200": answer(status, "the status, ready"),
+                    "400": answer(err, "timeout is not a duration"),
+                    "409": answer(err, "not ready in time, or no longer trying"),
+                    **fail,
+                },
+            }
+        },
         "/api/processes/{id}/logs": {
             "get": {
                 "summary": "The last buffered lines, oldest first",
@@ -329,6 +411,22 @@ def openapi_document(*, secured: bool, ids: list[str] | None = None) -> dict[str
                     "200": answer(entries, "lines"),
                     "400": answer(err, "tail is not a non-negative integer"),
                     **fail,
+                },
+            }
+        },
+        "/api/events": {
+            "get": {
+                "summary": "Status changes as Server-Sent Events (SPEC §11)",
+                "responses": {
+                    "200": {
+                        "description": "`event: status` with a ProcessStatus for every process, "
+                        "then one per change of status, pid, ready or lastError; `event: "
+                        "removed` with {id}; `event: gap` then a fresh snapshot for a reader "
+                        "that fell behind; `event: end` when processman shuts down",
+                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                    },
+                    "401": fail["401"],
+                    "503": fail["503"],
                 },
             }
         },

@@ -33,6 +33,7 @@ from processman.adapters.logs import add_console_sink, logs_dir_problem
 from processman.app.container import Container
 from processman.app.manager import ProcessManager
 from processman.app.runner import resolve_here
+from processman.domain.durations import parse_duration
 from processman.domain.errors import (
     AlreadySupervisedError,
     ApiError,
@@ -41,6 +42,7 @@ from processman.domain.errors import (
     InterpreterNotFoundError,
 )
 from processman.domain.model import CONTROL_SOCKET, Config, Probe, ProbeKind, ProcessSpec
+from processman.domain.ordering import dependencies, graph_of
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
@@ -153,6 +155,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sig.add_argument("signal", metavar="SIG", help="a signal name: HUP, SIGUSR1, TERM ...")
     sig.add_argument("ids", nargs="+", metavar="ID", help="process ids, or all")
+    wait = command(
+        "wait",
+        "wait until processes are ready",
+        "Wait until each process is ready (its ready probe passed; without one, running), "
+        "and print their statuses. Exit 1 when one cannot become ready in time or is no "
+        "longer trying (stopped, exited, crashed): the reason on stderr.",
+        "  processman wait db api --timeout 30s && ./run-integration-tests",
+    )
+    wait.add_argument("ids", nargs="+", metavar="ID", help="process ids, or all")
+    wait.add_argument(
+        "--timeout", default="60s", metavar="D", help="how long to wait, e.g. 30s or 2m (60s)"
+    )
     logs = command(
         "logs",
         "print processes' recent output",
@@ -203,7 +217,16 @@ def _load(path: str | None, only: str | None = None, api: str | None = None) -> 
         listed = ", ".join(sorted(known)) or "none"
         problem = f"unknown id {', '.join(map(repr, unknown))}" if unknown else "no id given"
         raise ConfigError(config.source, "--only", f"{problem} (known: {listed})")
-    processes = tuple(spec for spec in config.processes if spec.id in wanted)
+    # SPEC §8: the dependencies of the named processes run too
+    closure = dependencies(wanted, graph_of(config.processes))
+    added = [process_id for process_id in closure if process_id not in wanted]
+    if added:
+        named = ", ".join(added)
+        print(
+            f"processman: --only: also running {named} (needed by what --only names)",
+            file=sys.stderr,
+        )
+    processes = tuple(spec for spec in config.processes if spec.id in closure)
     return Config(processes=processes, api=config.api, logs=config.logs, source=config.source)
 
 
@@ -540,6 +563,14 @@ def client_command(args: argparse.Namespace) -> int:
             return _act(client, args.command, args.ids, {})
         if args.command == "signal":
             return _act(client, "signal", args.ids, {"signal": args.signal})
+        if args.command == "wait":
+            try:
+                seconds = parse_duration(args.timeout)
+            except ValueError as exc:
+                return _fail(f"--timeout: {exc}", EXIT_REFUSED)
+            # the server answers within the timeout: give it that, and a margin
+            client.command_timeout = max(client.command_timeout, seconds + 30)
+            return _act(client, "wait", args.ids, {"timeout": args.timeout})
         return _logs(client, args.ids, args.n, args.follow)
     except ApiUnreachableError as exc:
         return _fail(str(exc), EXIT_UNREACHABLE)

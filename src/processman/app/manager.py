@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from contextlib import AbstractContextManager, AsyncExitStack
 from typing import TYPE_CHECKING
@@ -15,7 +16,7 @@ from loguru import logger
 from processman.app.broadcast import LogHub, StatusEvent, StatusHub, StatusStream, Subscription
 from processman.app.container import Container
 from processman.app.runner import ProcessRunner
-from processman.domain.errors import NotRunningError, UnknownProcessError
+from processman.domain.errors import NotReadyError, NotRunningError, UnknownProcessError
 from processman.domain.model import (
     Config,
     ProcessSpec,
@@ -382,6 +383,36 @@ class ProcessManager:
         name = normalise_signal(signal)
         await anyio.lowlevel.checkpoint()
         return self._runner(process_id).signal(name)
+
+    async def wait_ready(
+        self,
+        *process_ids: str,
+        timeout: float | None = None,  # noqa: ASYNC109 - SPEC §8's signature
+    ) -> builtins.list[ProcessStatus]:
+        """Wait until every named process is ready (SPEC §8); return their statuses.
+
+        Raises:
+            UnknownProcessError: no process has one of the ids.
+            NotReadyError: ``timeout`` seconds passed, or one of them is ``stopped``,
+                ``exited`` or ``crashed`` (it is no longer trying); the message names it
+                and its last error.
+        """
+        for process_id in process_ids:
+            self._runner(process_id)
+        given_up = (Status.STOPPED, Status.EXITED, Status.CRASHED)
+        with anyio.move_on_after(timeout if timeout is not None else math.inf) as scope:
+            async with self.events() as stream:
+                async for _ in stream:
+                    statuses = [self.status(process_id) for process_id in process_ids]
+                    for status in statuses:
+                        if status.status in given_up:
+                            raise NotReadyError(status.id, status.status, status.last_error, None)
+                    if all(status.ready for status in statuses):
+                        return statuses
+        late = next(s for s in (self.status(i) for i in process_ids) if not s.ready)
+        if not scope.cancelled_caught:  # the manager shut down
+            raise NotReadyError(late.id, late.status, late.last_error, None)
+        raise NotReadyError(late.id, late.status, late.last_error, timeout)
 
     async def kill_stopping(self) -> None:
         """SIGKILL every tree being stopped now, without waiting out its ``stopTimeout``

@@ -8,6 +8,7 @@
     ├── UnknownProcessError          (also a KeyError) no process has that id
     ├── NotRunningError              (also a RuntimeError) the manager is not running
     ├── ProcessNotRunningError       a command needs a running process (signal)
+    ├── NotReadyError                a process did not become ready (wait_ready)
     ├── WatchError                   development mode cannot watch a path
     ├── AlreadySupervisedError       another ``processman run`` supervises this config
     ├── SpawnError                   a process could not be started
@@ -89,6 +90,26 @@ class ProcessNotRunningError(ProcessmanError):
 
     def __str__(self) -> str:
         return f"process {self.process_id!r} is {self.status}: no process to signal"
+
+
+class NotReadyError(ProcessmanError):
+    """A process waited for is not ready: the time ran out, or it stopped trying
+    (``stopped``, ``exited`` or ``crashed``)."""
+
+    def __init__(
+        self, process_id: str, status: str, last_error: str, timeout: float | None
+    ) -> None:
+        self.process_id = process_id
+        self.status = status
+        self.last_error = last_error
+        self.timeout = timeout
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        when = f" after {self.timeout:g}s" if self.timeout is not None else ""
+        state = "running, not ready" if self.status == "running" else self.status
+        why = f": {self.last_error}" if self.last_error else ""
+        return f"{self.process_id} is not ready{when}: {state}{why}"
 
 
 class WatchError(ProcessmanError):

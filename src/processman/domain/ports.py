@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterable, Callable, Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 import msgspec
 
@@ -180,12 +180,24 @@ class ProcessControl(Protocol):
         """Send ``signal`` to a running process's whole tree."""
         ...
 
+    async def wait_ready(
+        self,
+        *process_ids: str,
+        timeout: float | None = None,  # noqa: ASYNC109 - SPEC §8's signature
+    ) -> builtins.list[ProcessStatus]:
+        """Wait until the processes are ready (``NotReadyError`` otherwise)."""
+        ...
+
     async def restart(self, process_id: str) -> ProcessStatus:
         """Restart; return once the new instance is spawned."""
         ...
 
     def logs(self, process_id: str, tail: int = 100) -> builtins.list[LogEntry]:
         """The last buffered lines, oldest first."""
+        ...
+
+    def events(self) -> Any:
+        """Status changes: a snapshot, then every change (``StatusStream``)."""
         ...
 
     def subscribe(self, process_id: str) -> AbstractContextManager[LogSubscription]:
