@@ -11,4 +11,7 @@ venv = Path(__file__).resolve().parent / "worker" / ".venv"
 if not (venv / "bin" / "python").exists():
     print(f"demo: creating {venv} (python -m venv --without-pip)")
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-print("demo: starting processman; press Ctrl-C to stop everything")
+print(
+    "demo: starting processman; api waits for db to be ready. In another terminal, in "
+    "examples/demo: processman status, processman logs -f. Ctrl-C stops everything"
+)

@@ -26,7 +26,6 @@ from loguru import logger
 
 from processman._version import __version__
 from processman.adapters._posix import cwd_problem
-from processman.adapters.api_client import ApiClient, find_control_socket
 from processman.adapters.config import load_config
 from processman.adapters.control_socket import ControlSocket
 from processman.adapters.logs import add_console_sink, logs_dir_problem
@@ -48,6 +47,8 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
 
     from loguru import Logger
+
+    from processman.adapters.api_client import ApiClient
 
 EXIT_OK = 0
 EXIT_REFUSED = 1
@@ -551,7 +552,7 @@ def _start_problems(spec: ProcessSpec, interpreter: str | None, missing: bool) -
 
 
 def client_command(args: argparse.Namespace) -> int:
-    """``status``, ``start``, ``stop``, ``restart``, ``signal``, ``logs``."""
+    """``status``, ``start``, ``stop``, ``restart``, ``signal``, ``wait``, ``logs``."""
     try:
         client = _client(args)
     except (ApiUnreachableError, _NothingRunsHere) as exc:
@@ -585,6 +586,9 @@ def _client(args: argparse.Namespace) -> ApiClient:
         ApiUnreachableError: an address that is none (naming where it came from), or no
             control socket here or above.
     """
+    # here, not at import: `run` never needs http.client
+    from processman.adapters.api_client import ApiClient, find_control_socket
+
     token = args.token or os.environ.get("PROCESSMAN_TOKEN") or None
     base = args.api or os.environ.get("PROCESSMAN_API")
     if base:

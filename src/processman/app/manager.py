@@ -100,6 +100,9 @@ class ProcessManager:
         self._statuses = StatusHub(self._every_status)
         self._recheck_wanted = False
         self._rechecking = False
+        #: whether any process depends on another: only then is a status change a reason
+        #: to look at the waiting ones (a config without dependencies pays nothing)
+        self._with_dependencies = any(spec.depends_on for spec in config.processes)
         self._tg: TaskGroup | None = None
         self._stack: AsyncExitStack | None = None
 
@@ -194,6 +197,7 @@ class ProcessManager:
     def _set_processes(self) -> None:
         specs = tuple(runner.spec for runner in self._runners.values())
         self.config = msgspec.structs.replace(self.config, processes=specs)
+        self._with_dependencies = any(spec.depends_on for spec in specs)
 
     def events(self) -> StatusStream:
         """Status changes: first a ``status`` event for every process, then one each time
@@ -214,14 +218,15 @@ class ProcessManager:
             return
         if self._statuses.listening:
             self._statuses.publish(StatusEvent("status", runner.spec.id, runner.status()))
-        if self._tg is not None and any(
-            r.state.status is Status.WAITING for r in self._runners.values()
-        ):
+        if self._tg is not None and self._with_dependencies and self._any_waiting():
             # a waiting process may start now, or waits for something else
             self._recheck_wanted = True
             if not self._rechecking:
                 self._rechecking = True
                 self._tg.start_soon(self._recheck_waiting)
+
+    def _any_waiting(self) -> bool:
+        return any(r.state.status is Status.WAITING for r in self._runners.values())
 
     async def _recheck_waiting(self) -> None:
         try:
