@@ -30,14 +30,7 @@ def install_ref(root: Path, ref: str) -> Path:
         ["git", "-C", str(compare.REPO), "worktree", "add", "-q", str(tree), ref], check=True
     )
     try:
-        venv = root / "ref-venv"
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run(
-            [str(venv / "bin" / "pip"), "install", "--quiet", str(tree)],
-            check=True,
-            stderr=subprocess.DEVNULL,
-        )
-        return venv
+        return compare.install_processman(root, tree, "ref-venv")
     finally:
         subprocess.run(
             ["git", "-C", str(compare.REPO), "worktree", "remove", "--force", str(tree)], check=True

@@ -103,13 +103,13 @@ def processman(venv: Path) -> Callable[[Path, int], list[str]]:
     return command
 
 
-def install_processman(root: Path) -> Path:
-    """processman as a user gets it: ``pip install`` of this checkout into a fresh venv
-    (no development packages, which would change what its imports cost)."""
-    venv = root / "processman-venv"
+def install_processman(root: Path, source: Path = REPO, name: str = "processman-venv") -> Path:
+    """processman as a user gets it: ``pip install`` of ``source`` (this checkout) into a
+    fresh venv (no development packages, which would change what its imports cost)."""
+    venv = root / name
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     subprocess.run(
-        [str(venv / "bin" / "pip"), "install", "--quiet", str(REPO)],
+        [str(venv / "bin" / "pip"), "install", "--quiet", str(source)],
         check=True,
         stderr=subprocess.DEVNULL,
     )
