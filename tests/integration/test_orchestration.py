@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import http.server
+import shutil
 import socket
 import sys
 import threading
 from typing import TYPE_CHECKING
 
 import anyio
+import msgspec
 import pytest
 
 from processman import ProcessManager, Status
@@ -175,3 +177,59 @@ async def test_a_hung_server_is_restarted_by_its_health_check(tmp_path: Path) ->
         status = m.status("web")
         assert status.restart_count == 1
         assert status.last_error == "health check failed 2 times: connection refused"
+
+
+# --- sd_notify ----------------------------------------------------------------------
+
+NOTIFY = Probe(kind=ProbeKind.NOTIFY)
+
+
+@pytest.mark.parametrize("sender", ["itself", "its child"])
+async def test_notify_ready_from_the_instance_tree(sender: str) -> None:
+    args = ("0.2", "accepting connections") if sender == "itself" else ("--child", "0.2", "up")
+    spec = script("db", "notify_ready.py", *args, ready=NOTIFY, ready_timeout=10.0)
+    async with ProcessManager(config(spec)) as m:
+        assert not m.status("db").ready
+        await wait_until(lambda: m.status("db").ready, 10)
+        expected = "accepting connections" if sender == "itself" else "up"
+        await wait_until(lambda: m.status("db").notify_status == expected, 5)
+
+
+async def test_notify_from_outside_the_tree_or_too_big_is_ignored() -> None:
+    spec = script("db", "notify_ready.py", "--big", "0.1", "late", ready=NOTIFY, ready_timeout=10.0)
+    async with ProcessManager(config(spec)) as m:
+        path = m._notifier.path  # type: ignore[union-attr]
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as outsider:
+            outsider.sendto(b"READY=1\nSTATUS=from a stranger", path)  # this test is no instance
+        await anyio.sleep(0.35)  # the over-long READY=1 came at 0.1 s, the real one at 0.4 s
+        assert not m.status("db").ready and m.status("db").notify_status == ""
+        await wait_until(lambda: m.status("db").ready, 10)
+        assert m.status("db").notify_status == "late"
+
+
+@pytest.mark.skipif(
+    shutil.which("systemd-notify") is None, reason="systemd-notify is not installed"
+)
+async def test_systemd_notify_ready_and_its_barrier() -> None:
+    # systemd-notify sends READY=1, then BARRIER=1 with a pipe, and waits until that is
+    # closed (the answer), so it is still alive, and in the tree, when the datagram is read
+    shell = 'sleep 0.2; systemd-notify --ready --status="serving on 6379"; echo notified; sleep 60'
+    spec = script("redis", "echo.py", ready=NOTIFY, ready_timeout=10.0)
+    spec = msgspec.structs.replace(
+        spec, script=None, interpreter=None, args=(), command=("sh", "-c", shell)
+    )
+    async with ProcessManager(config(spec)) as m:
+        await wait_until(lambda: m.status("redis").ready, 10)
+        assert m.status("redis").notify_status == "serving on 6379"
+        # the barrier was answered at once: systemd-notify went on (it waits 5 s otherwise)
+        await wait_until(lambda: any(e.line == "notified" for e in m.logs("redis")), 2)
+
+
+async def test_a_notify_process_that_never_says_ready_times_out() -> None:
+    spec = script("db", "echo.py", ready=NOTIFY, ready_timeout=0.3, backoff=5.0)
+    async with ProcessManager(config(spec)) as m:
+        await wait_until(lambda: m.status("db").status is Status.BACKOFF, 10)
+        assert (
+            m.status("db").last_error
+            == "not ready after 0.3s: no READY=1 received over NOTIFY_SOCKET"
+        )

@@ -458,7 +458,7 @@ BAD: list[tuple[str, str, str, str]] = [
         "processes[0].ready.failures",
         "health probes only",
     ),
-    ("p.toml", P + "ready = { notify = true }\n", "processes[0].ready.notify", "not supported yet"),
+    ("p.toml", P + "ready = { notify = false }\n", "processes[0].ready.notify", "no probe"),
     ("p.toml", P + "ready = { exec = '' }\n", "processes[0].ready.exec", "empty"),
     (
         "p.toml",

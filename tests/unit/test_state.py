@@ -16,6 +16,7 @@ from processman.domain.state import (
     Event,
     Exited,
     FileChanged,
+    Notified,
     ProbeFailed,
     Ready,
     RetryDue,
@@ -63,6 +64,7 @@ EVENTS: dict[str, Event] = {
     "deps_met": DepsMet(),
     "ready": Ready(),
     "probe_failed": ProbeFailed("health check failed 3 times: connection refused"),
+    "notified": Notified("accepting connections"),
 }
 
 SAME = None  # the state is unchanged and nothing is done
@@ -157,6 +159,8 @@ TABLE: dict[tuple[Status, str], tuple[Status, list[type]] | None] = {
     (S.RUNNING, "ready"): (S.RUNNING, []),
     **{(s, "probe_failed"): SAME for s in Status if s is not S.RUNNING and s is not S.WAITING},
     (S.RUNNING, "probe_failed"): (S.STOPPING, [StopTree]),
+    **{(s, "notified"): SAME for s in Status if s is not S.RUNNING},
+    (S.RUNNING, "notified"): (S.RUNNING, []),  # notifyStatus set
 }
 
 

@@ -552,12 +552,6 @@ class _Builder:
             raise self.error(field, f"give one probe, not {both}")
         kind, value = given[0]
         where = f"{field}.{kind.value}"
-        if kind in (ProbeKind.NOTIFY, ProbeKind.WATCHDOG) and kind in allowed:
-            raise self.error(
-                where,
-                f"{kind.value} probes are not supported yet (the sd_notify socket is still "
-                "to be built): use tcp, http, exec or logLine",
-            )
         if kind not in allowed:
             other = "ready" if health else "health"
             raise self.error(where, f"a {kind.value} probe is for {other} only (here: {names})")
@@ -616,6 +610,12 @@ class _Builder:
         )
         if failures < 1:
             raise self.error(f"{field}.failures", f"must be 1 or more, got {failures}")
+        if kind is ProbeKind.WATCHDOG:
+            raise self.error(
+                where,
+                "watchdog probes are not supported yet (WATCHDOG_PID needs the child's "
+                "own pid, set after the fork): use a tcp, http or exec health probe",
+            )
         return Probe(kind=kind, target=target, command=command, failures=failures, **seconds)
 
     def depends_on(

@@ -19,6 +19,7 @@ from dependency_injector import containers, providers
 
 from processman.adapters.clock import AnyioClock
 from processman.adapters.logs import FileSink, LoguruSink, RingBufferSink
+from processman.adapters.notify import NotifySocket
 from processman.adapters.probes import NetworkProber
 from processman.adapters.spawn_linux import LinuxSpawner
 from processman.adapters.spawn_posix import PosixSpawner
@@ -62,6 +63,9 @@ class Container(containers.DeclarativeContainer):
     watcher = providers.Singleton(WatchfilesWatcher)
 
     prober = providers.Singleton(NetworkProber)
+
+    # made only when a process's ready probe is notify
+    notifier = providers.Factory(NotifySocket)
 
     spawner = providers.Selector(
         providers.Callable(platform_family),

@@ -48,6 +48,7 @@ if TYPE_CHECKING:
         LogBuffer,
         LogEntry,
         LogSink,
+        Notifier,
         Prober,
         Spawner,
     )
@@ -104,6 +105,7 @@ class ProcessManager:
         #: to look at the waiting ones (a config without dependencies pays nothing)
         self._with_dependencies = any(spec.depends_on for spec in config.processes)
         self._tg: TaskGroup | None = None
+        self._notifier: Notifier | None = None
         self._stack: AsyncExitStack | None = None
 
     # --- lifecycle ------------------------------------------------------------------
@@ -121,6 +123,8 @@ class ProcessManager:
             stack.push_async_callback(self._shutdown)
             for spec in self.config.processes:
                 self._runners[spec.id] = self._new_runner(spec, tg)
+            if any(_notifies(spec) for spec in self.config.processes):
+                self._open_notifier(stack, tg)
             # a dependency of an autostart process starts with it, autostart or not
             wanted = dependencies(
                 [spec.id for spec in self.config.processes if spec.autostart], self._graph()
@@ -146,6 +150,22 @@ class ProcessManager:
             return None
         return await stack.__aexit__(exc_type, exc, tb)
 
+    def _open_notifier(self, stack: AsyncExitStack, tg: TaskGroup) -> None:
+        """The sd_notify socket, for the processes whose ready probe is ``notify``."""
+        notifier: Notifier = self.container.notifier()
+        stack.callback(notifier.close)
+        self._notifier = notifier
+        tg.start_soon(notifier.serve, self._on_notify)
+
+    def _notify_path(self) -> str | None:
+        return self._notifier.path if self._notifier is not None else None
+
+    def _on_notify(self, senders: list[int], fields: dict[str, str]) -> None:
+        """A datagram from a process outside every instance's tree is ignored."""
+        for runner in self._runners.values():
+            if runner.notified(senders, fields):
+                return
+
     def _new_runner(self, spec: ProcessSpec, tg: TaskGroup) -> ProcessRunner:
         return ProcessRunner(
             spec,
@@ -160,6 +180,7 @@ class ProcessManager:
             on_change=self._status_changed,
             waiting_for=self._waiting_for,
             prober=self._prober,
+            notify_path=self._notify_path,
         )
 
     async def add_process(self, spec: ProcessSpec) -> ProcessStatus:
@@ -174,6 +195,8 @@ class ProcessManager:
             raise NotRunningError("the ProcessManager is not running: nothing is added")
         if spec.id in self._runners:
             raise ValueError(f"a process has the id {spec.id!r} already")
+        if _notifies(spec) and self._notifier is None:
+            self._open_notifier(self._stack, self._tg)
         runner = self._runners[spec.id] = self._new_runner(spec, self._tg)
         self._set_processes()
         self._status_changed(runner)
@@ -435,6 +458,10 @@ class ProcessManager:
         # once left, the statuses stay readable; a start is refused by its runner
         if self._stack is None and not self._runners:
             raise NotRunningError("the ProcessManager is not running: use it inside `async with`")
+
+
+def _notifies(spec: ProcessSpec) -> bool:
+    return spec.ready is not None and spec.ready.kind == "notify"
 
 
 async def _shielded(close: Callable[[], Awaitable[object]]) -> None:

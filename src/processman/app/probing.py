@@ -52,6 +52,7 @@ class InstanceProbes:
         self._ready = ready
         self._failed = failed
         self._line_seen = anyio.Event()
+        self._notified_ready = anyio.Event()
         ready_probe = spec.ready
         self._pattern = (
             re.compile(ready_probe.target)
@@ -64,6 +65,10 @@ class InstanceProbes:
         """Whether ``lines`` must be called with the instance's output (a logLine probe
         that has not matched yet)."""
         return self._pattern is not None and not self._line_seen.is_set()
+
+    def notify_ready(self) -> None:
+        """The instance's tree sent ``READY=1`` (for a ``notify`` probe)."""
+        self._notified_ready.set()
 
     def lines(self, lines: list[str]) -> None:
         """Lines the instance wrote (for a ``logLine`` probe)."""
@@ -90,8 +95,11 @@ class InstanceProbes:
                 self._line_seen.wait, max(0.0, deadline - self._clock.monotonic())
             )
             return None if seen else f"no line matched {probe.target!r}"
-        if probe.kind is ProbeKind.NOTIFY:  # pragma: no cover - refused by the config for now
-            raise NotImplementedError("notify probes")
+        if probe.kind is ProbeKind.NOTIFY:
+            seen = await self._first(
+                self._notified_ready.wait, max(0.0, deadline - self._clock.monotonic())
+            )
+            return None if seen else "no READY=1 received over NOTIFY_SOCKET"
         if probe.initial_delay:
             await self._clock.sleep(probe.initial_delay)
         wait = FIRST_TRY

@@ -37,6 +37,7 @@ from processman.domain.state import (
     Event,
     Exited,
     FileChanged,
+    Notified,
     ProbeFailed,
     Ready,
     RetryDue,
@@ -92,9 +93,12 @@ class ProcessRunner:
         on_change: Callable[[ProcessRunner], None] | None = None,
         waiting_for: Callable[[ProcessSpec], str | None] | None = None,
         prober: Prober | None = None,
+        notify_path: Callable[[], str | None] | None = None,
     ) -> None:
         self.spec = spec
         self._prober = prober
+        self._notify_path = notify_path
+        self._probes: InstanceProbes | None = None
         self._probe_scope: anyio.CancelScope | None = None
         self._on_change = on_change
         self._waiting_for = waiting_for
@@ -264,6 +268,13 @@ class ProcessRunner:
             argv, _ = resolve_here(self.spec)
             self._argv = argv
             env = child_environment(self._environ, self.spec, self._api_url)
+            path = self._notify_path() if self._notify_path is not None else None
+            if (
+                path is not None
+                and self.spec.ready is not None
+                and self.spec.ready.kind == "notify"
+            ):
+                env = {**env, "NOTIFY_SOCKET": path}
             request = SpawnRequest(process_id=self.spec.id, argv=argv, cwd=self.spec.cwd, env=env)
             handle = await self._spawner.spawn(request)
         except SpawnError as exc:
@@ -300,6 +311,7 @@ class ProcessRunner:
             ready=ready,
             failed=failed,
         )
+        self._probes = probes
         if probes.wants_lines:
 
             def lines(pid: int, batch: list[str]) -> None:
@@ -318,10 +330,28 @@ class ProcessRunner:
 
         self._tg.start_soon(run)
 
+    def notified(self, senders: list[int], fields: dict[str, str]) -> bool:
+        """An sd_notify datagram: if its sender is in the current instance's tree
+        (``senders`` is its pid and its ancestors'), act on it and return True."""
+        handle = self._handle
+        if handle is None or handle.pid not in senders:
+            return False
+        if fields.get("READY") == "1" and self._probes is not None:
+            self._probes.notify_ready()
+        if "STATUS" in fields:
+            self._tg.start_soon(self._set_notify_status, handle, fields["STATUS"])
+        return True  # STOPPING=1, BARRIER=1 (the fd is closed by the socket) and others: no more
+
+    async def _set_notify_status(self, handle: ProcessHandle, text: str) -> None:
+        async with self._lock:
+            if self._handle is handle:
+                await self._apply(Notified(text))
+
     def _stop_probes(self) -> None:
         if self._probe_scope is not None:
             self._probe_scope.cancel()
             self._probe_scope = None
+        self._probes = None
         self.output.line_hook = None
 
     async def _probe_failed(self, handle: ProcessHandle, reason: str) -> None:

@@ -85,6 +85,22 @@ class Prober(Protocol):
 
 
 @runtime_checkable
+class Notifier(Protocol):
+    """An sd_notify socket (``NOTIFY_SOCKET``) shared by every instance that uses it."""
+
+    path: str
+
+    async def serve(self, on_message: Callable[[list[int], dict[str, str]], None]) -> None:
+        """Hand every datagram's fields to ``on_message`` with the sender's pid and its
+        ancestors' pids, until cancelled."""
+        ...
+
+    def close(self) -> None:
+        """Stop receiving and remove the socket."""
+        ...
+
+
+@runtime_checkable
 class Spawner(Protocol):
     """Starts processes."""
 

@@ -43,6 +43,7 @@ class State(msgspec.Struct, frozen=True, kw_only=True):
     reloading: bool = False  # stopping for a file change: start again once stopped
     ready: bool = False  # the current instance passed its ready probe
     failing: str = ""  # stopping because a probe failed: the run counts as failed, for this
+    notify_status: str = ""  # the current instance's last sd_notify STATUS=
 
 
 # --- events -------------------------------------------------------------------------
@@ -111,6 +112,12 @@ class Ready(msgspec.Struct, frozen=True):
     """The running instance passed its ready probe."""
 
 
+class Notified(msgspec.Struct, frozen=True):
+    """The running instance sent ``STATUS=text`` over sd_notify."""
+
+    text: str
+
+
 class ProbeFailed(msgspec.Struct, frozen=True):
     """The running instance was not ready in time, or failed its health check: it is
     stopped, and the run counts as a failed one with ``reason`` as its error."""
@@ -132,6 +139,7 @@ Event: TypeAlias = (
     | DepsMet
     | Ready
     | ProbeFailed
+    | Notified
 )
 
 # --- effects ------------------------------------------------------------------------
@@ -205,6 +213,12 @@ def transition(state: State, event: Event, spec: ProcessSpec, now: float) -> Out
             return _replace(state, ready=True), ()
         return unchanged
 
+    if isinstance(event, Notified):
+        if status is Status.RUNNING and event.text != state.notify_status:
+            # RUNNING -> RUNNING: a new status text
+            return _replace(state, notify_status=event.text), ()
+        return unchanged
+
     if isinstance(event, ProbeFailed):
         if status is Status.RUNNING:
             # RUNNING -> STOPPING: not ready in time, or unhealthy; a failed run
@@ -234,7 +248,9 @@ def transition(state: State, event: Event, spec: ProcessSpec, now: float) -> Out
         if status is Status.STARTING:
             # STARTING -> RUNNING
             run = Run(pid=event.pid, started_at=now, start_time=event.start_time)
-            return _replace(state, status=Status.RUNNING, run=run, ready=False), ()
+            return _replace(
+                state, status=Status.RUNNING, run=run, ready=False, notify_status=""
+            ), ()
         return unchanged
 
     if isinstance(event, SpawnFailed):
@@ -357,6 +373,7 @@ def snapshot(state: State, spec: ProcessSpec, argv: tuple[str, ...], now: float)
         command=argv,
         dev_mode=spec.dev_mode,
         ready=state.status is Status.RUNNING and (spec.ready is None or state.ready),
+        notify_status=state.notify_status,
     )
 
 
@@ -364,6 +381,7 @@ __all__ = [
     "Await",
     "CancelRetry",
     "DepsMet",
+    "Notified",
     "ProbeFailed",
     "Ready",
     "Effect",

@@ -1,0 +1,43 @@
+"""Send sd_notify datagrams to NOTIFY_SOCKET, as a Type=notify program does.
+
+    notify_ready.py [--child] [--big] DELAY STATUS
+
+After DELAY seconds: STATUS=<STATUS>, then READY=1, from this process, or with --child
+from a child of it (the sender is then a grandchild of the manager's instance); --big
+first sends a datagram over 4096 bytes that says READY=1 too (to be ignored). Then sleep.
+"""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+args = sys.argv[1:]
+child = "--child" in args
+big = "--big" in args
+delay, status = (a for a in args if not a.startswith("--"))
+
+
+def send(text: bytes) -> None:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.sendto(text, os.environ["NOTIFY_SOCKET"])
+
+
+if os.environ.get("NOTIFY_SENDER") == "1":
+    send(f"STATUS={status}\n".encode())
+    send(b"READY=1")
+    sys.exit(0)
+time.sleep(float(delay))
+if big:
+    send(b"READY=1\n" + b"X=" + b"x" * 5000)
+    time.sleep(0.3)
+if child:
+    subprocess.run(
+        [sys.executable, __file__, delay, status], env={**os.environ, "NOTIFY_SENDER": "1"}
+    )
+else:
+    send(f"STATUS={status}\n".encode())
+    send(b"READY=1")
+while True:
+    time.sleep(60)
