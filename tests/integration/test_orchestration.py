@@ -15,7 +15,7 @@ import pytest
 
 from processman import ProcessManager, Status
 from processman.adapters.probes import NetworkProber
-from processman.domain.model import Condition, Probe, ProbeKind
+from processman.domain.model import Condition, Probe, ProbeKind, RestartPolicy
 from tests.integration.helpers import config, script, wait_until
 
 if TYPE_CHECKING:
@@ -233,3 +233,95 @@ async def test_a_notify_process_that_never_says_ready_times_out() -> None:
             m.status("db").last_error
             == "not ready after 0.3s: no READY=1 received over NOTIFY_SOCKET"
         )
+
+
+# --- dependencies, with real processes -----------------------------------------------
+
+
+def stamped(process_id: str, tmp_path: Path, *extra: str, **values: object):  # type: ignore[no-untyped-def]
+    return script(
+        process_id, "stop_stamp.py", str(tmp_path / f"{process_id}.stop"), *extra, **values
+    )
+
+
+def stop_times(tmp_path: Path, process_id: str) -> list[float]:
+    path = tmp_path / f"{process_id}.stop"
+    return [float(line) for line in path.read_text().split()] if path.exists() else []
+
+
+async def test_a_failed_migration_holds_the_app_back_until_it_succeeds(tmp_path: Path) -> None:
+    fixed = tmp_path / "fixed"
+    specs = (
+        stamped("db", tmp_path),
+        stamped(
+            "migrate",
+            tmp_path,
+            "0",
+            str(fixed),
+            restart=RestartPolicy.NEVER,
+            depends_on={"db": Condition.STARTED},
+        ),
+        stamped("app", tmp_path, depends_on={"migrate": Condition.SUCCEEDED}),
+    )
+    async with ProcessManager(config(*specs)) as m:
+        await wait_until(lambda: m.status("migrate").status is Status.EXITED, 10)
+        await anyio.sleep(0.2)
+        app = m.status("app")
+        assert app.status is Status.WAITING
+        assert (
+            app.last_error
+            == "waiting for migrate to be succeeded (exited with code 1: exited with code 1)"
+        )
+        fixed.write_text("")
+        await m.start("migrate")  # the fix: it runs again, succeeds, and the app goes on
+        await wait_until(lambda: m.status("app").status == "running", 10)
+        runs = sum(e.line == "migrating" for e in m.logs("migrate"))
+        assert runs == 2
+        await m.stop("app")
+        await m.start("app")  # a succeeded migration is not run again
+        await wait_until(lambda: m.status("app").status == "running", 10)
+        assert sum(e.line == "migrating" for e in m.logs("migrate")) == runs
+
+
+async def test_start_pulls_in_stopped_dependencies(tmp_path: Path) -> None:
+    specs = (
+        stamped("db", tmp_path, autostart=False),
+        stamped("app", tmp_path, autostart=False, depends_on={"db": Condition.READY}),
+    )
+    async with ProcessManager(config(*specs)) as m:
+        assert [s.status for s in m.list()] == ["stopped", "stopped"]
+        await m.start("app")
+        await wait_until(lambda: m.status("app").status == "running", 10)
+        assert m.status("db").status == "running"
+
+
+async def test_stop_restart_and_shutdown_go_dependents_first(tmp_path: Path) -> None:
+    specs = (
+        stamped("db", tmp_path, "0.3"),
+        stamped("app", tmp_path, "0.3", depends_on={"db": Condition.STARTED}),
+        stamped("lone", tmp_path, "0.3"),
+    )
+    async with ProcessManager(config(*specs)) as m:
+
+        def up(process_id: str, instances: int = 1) -> bool:  # its SIGTERM handler is set
+            said = sum(e.line == "up" for e in m.logs(process_id))
+            return m.status(process_id).status == "running" and said == instances
+
+        await wait_until(lambda: all(up(i) for i in ("db", "app", "lone")), 10)
+        await m.stop("db")
+        assert m.status("app").status == "stopped" and m.status("lone").status == "running"
+        (app_stop,), (db_stop,) = stop_times(tmp_path, "app"), stop_times(tmp_path, "db")
+        assert db_stop - app_stop >= 0.25  # db got its signal once app had gone
+        await m.start("app")
+        await wait_until(lambda: up("app", 2) and up("db", 2), 10)
+        old_app = m.status("app").pid
+        restarted = await m.restart("db")
+        assert restarted.status == "running"
+        await wait_until(lambda: m.status("app").pid not in (old_app, None) and up("app", 3), 10)
+        assert m.status("app").start_time > restarted.start_time  # type: ignore[operator]
+        await wait_until(lambda: up("db", 3), 10)
+        (_, app_stop), (_, db_stop) = stop_times(tmp_path, "app"), stop_times(tmp_path, "db")
+        assert db_stop - app_stop >= 0.25  # the restart too stopped the app first
+    app, db, lone = (stop_times(tmp_path, i)[-1] for i in ("app", "db", "lone"))
+    assert abs(lone - app) < 0.2  # unrelated: in parallel with the first layer
+    assert db - app >= 0.25  # db after its dependent was gone
