@@ -2,7 +2,6 @@
 
 import os
 import socket
-import sys
 import time
 
 port = int(os.environ.get("PORT", "55432"))
