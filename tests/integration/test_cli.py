@@ -469,3 +469,21 @@ def test_run_raises_the_open_files_limit_that_its_processes_need(
             "only 200 open files are allowed (the hard limit): 150 processes need about 706" in err
         )
         assert "Too many open files" in err
+
+
+def test_check_shows_dependencies_and_probes(tmp_path: Path) -> None:
+    (tmp_path / "processman.toml").write_text(
+        '[[processes]]\nid = "db"\ncommand = "true"\nready = { tcp = "127.0.0.1:5432", period = "2s" }\n'
+        '[[processes]]\nid = "app"\ncommand = "true"\ndependsOn = { db = "ready" }\n'
+        'readyTimeout = "5s"\nready = { logLine = "up on \\\\d+" }\n'
+        'health = { http = "http://127.0.0.1:8000/h" }\n'
+        '[[processes]]\nid = "redis"\ncommand = "true"\nready = { notify = true }\n'
+    )
+    result = processman("check", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = [line.strip() for line in result.stdout.splitlines()]
+    assert "ready:       tcp 127.0.0.1:5432 (every 2s, timeout 1s)" in lines
+    assert "dependsOn:   db (ready)" in lines
+    assert "ready:       logLine 'up on \\\\d+' (within 5s)" in lines
+    assert "health:      http http://127.0.0.1:8000/h (every 10s, timeout 1s)" in lines
+    assert "ready:       notify: READY=1 over NOTIFY_SOCKET (within 60s)" in lines

@@ -505,16 +505,18 @@ def check(path: str | None) -> int:
             print(f"  dependsOn:   {needs}")
         for name, probe in (("ready", spec.ready), ("health", spec.health)):
             if probe is not None:
-                print(f"  {name + ':':<12} {_describe_probe(probe)}")
+                print(f"  {name + ':':<12} {_describe_probe(probe, spec.ready_timeout)}")
     return EXIT_OK
 
 
-def _describe_probe(probe: Probe) -> str:
+def _describe_probe(probe: Probe, ready_timeout: float) -> str:
+    if probe.kind is ProbeKind.LOG_LINE:
+        return f"logLine {probe.target!r} (within {ready_timeout:g}s)"
+    if probe.kind is ProbeKind.NOTIFY:
+        return f"notify: READY=1 over NOTIFY_SOCKET (within {ready_timeout:g}s)"
     what = shlex.join(probe.command) if probe.command else probe.target
-    if probe.kind is ProbeKind.WATCHDOG:
-        return f"watchdog every {probe.period:g}s"
     timing = f"every {probe.period:g}s, timeout {probe.timeout:g}s"
-    return f"{probe.kind} {what}".rstrip() + f" ({timing})"
+    return f"{probe.kind} {what} ({timing})"
 
 
 def _start_problems(spec: ProcessSpec, interpreter: str | None, missing: bool) -> list[str]:
