@@ -4,10 +4,12 @@
 
 After DELAY seconds: STATUS=<STATUS>, then READY=1, from this process, or with --child
 from a child of it (the sender is then a grandchild of the manager's instance); --big
-first sends a datagram over 4096 bytes that says READY=1 too (to be ignored). Then sleep.
+first sends a datagram over 4096 bytes that says READY=1 too (to be ignored). Then sleep;
+on SIGTERM, send STOPPING=1 (as redis does) and say whether it could, then exit.
 """
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -28,6 +30,18 @@ if os.environ.get("NOTIFY_SENDER") == "1":
     send(f"STATUS={status}\n".encode())
     send(b"READY=1")
     sys.exit(0)
+
+
+def stopping(*_: object) -> None:
+    try:
+        send(b"STOPPING=1")
+        print("STOPPING=1 sent", flush=True)
+    except OSError as exc:
+        print(f"STOPPING=1 failed: {exc}", flush=True)
+    sys.exit(0)
+
+
+signal.signal(signal.SIGTERM, stopping)
 time.sleep(float(delay))
 if big:
     send(b"READY=1\n" + b"X=" + b"x" * 5000)

@@ -193,6 +193,9 @@ async def test_notify_ready_from_the_instance_tree(sender: str) -> None:
         await wait_until(lambda: m.status("db").ready, 10)
         expected = "accepting connections" if sender == "itself" else "up"
         await wait_until(lambda: m.status("db").notify_status == expected, 5)
+    # the socket stays open until every process is gone: STOPPING=1 reaches it (redis
+    # said "sd_notify: -2" when it was closed first)
+    assert any(e.line == "STOPPING=1 sent" for e in m.logs("db")), [e.line for e in m.logs("db")]
 
 
 async def test_notify_from_outside_the_tree_or_too_big_is_ignored() -> None:

@@ -106,6 +106,7 @@ class ProcessManager:
         self._with_dependencies = any(spec.depends_on for spec in config.processes)
         self._tg: TaskGroup | None = None
         self._notifier: Notifier | None = None
+        self._notify_scope = anyio.CancelScope()
         self._stack: AsyncExitStack | None = None
 
     # --- lifecycle ------------------------------------------------------------------
@@ -124,7 +125,7 @@ class ProcessManager:
             for spec in self.config.processes:
                 self._runners[spec.id] = self._new_runner(spec, tg)
             if any(_notifies(spec) for spec in self.config.processes):
-                self._open_notifier(stack, tg)
+                self._open_notifier(tg)
             # a dependency of an autostart process starts with it, autostart or not
             wanted = dependencies(
                 [spec.id for spec in self.config.processes if spec.autostart], self._graph()
@@ -150,12 +151,20 @@ class ProcessManager:
             return None
         return await stack.__aexit__(exc_type, exc, tb)
 
-    def _open_notifier(self, stack: AsyncExitStack, tg: TaskGroup) -> None:
-        """The sd_notify socket, for the processes whose ready probe is ``notify``."""
+    def _open_notifier(self, tg: TaskGroup) -> None:
+        """The sd_notify socket, for the processes whose ready probe is ``notify``; it
+        stays open until they are all stopped (``STOPPING=1`` comes while they stop)."""
         notifier: Notifier = self.container.notifier()
-        stack.callback(notifier.close)
         self._notifier = notifier
-        tg.start_soon(notifier.serve, self._on_notify)
+
+        async def serve() -> None:
+            with self._notify_scope:
+                try:
+                    await notifier.serve(self._on_notify)
+                finally:
+                    notifier.close()
+
+        tg.start_soon(serve)
 
     def _notify_path(self) -> str | None:
         return self._notifier.path if self._notifier is not None else None
@@ -196,7 +205,7 @@ class ProcessManager:
         if spec.id in self._runners:
             raise ValueError(f"a process has the id {spec.id!r} already")
         if _notifies(spec) and self._notifier is None:
-            self._open_notifier(self._stack, self._tg)
+            self._open_notifier(self._tg)
         runner = self._runners[spec.id] = self._new_runner(spec, self._tg)
         self._set_processes()
         self._status_changed(runner)
@@ -280,6 +289,7 @@ class ProcessManager:
             # dependents before their dependencies; the others in parallel
             for layer in stop_layers(self._graph()):
                 await _each([self._runners[i] for i in layer], ProcessRunner.close)
+            self._notify_scope.cancel()  # every process is gone: the socket closes
             # The readers end at EOF once the trees are gone: let them finish the pipes.
             with anyio.move_on_after(DRAIN_GRACE):
                 for runner in self._runners.values():
