@@ -328,3 +328,40 @@ async def test_stop_restart_and_shutdown_go_dependents_first(tmp_path: Path) -> 
     app, db, lone = (stop_times(tmp_path, i)[-1] for i in ("app", "db", "lone"))
     assert abs(lone - app) < 0.2  # unrelated: in parallel with the first layer
     assert db - app >= 0.25  # db after its dependent was gone
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
+async def test_redis_supervised_by_systemd_protocol_is_ready_by_notify(tmp_path: Path) -> None:
+    port = free_port()
+    redis = msgspec.structs.replace(
+        script("redis", "echo.py", ready=NOTIFY, ready_timeout=20.0, cwd=str(tmp_path)),
+        script=None,
+        interpreter=None,
+        args=(),
+        command=(
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--supervised",
+            "systemd",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path),
+        ),
+    )
+    ping = f"import socket; s = socket.create_connection(('127.0.0.1', {port})); s.sendall(b'PING\\r\\n'); print(s.recv(64).decode().strip())"
+    client = script("client", "echo.py", depends_on={"redis": Condition.READY})
+    client = msgspec.structs.replace(
+        client, script=None, interpreter=None, args=(), command=(sys.executable, "-c", ping)
+    )
+    async with ProcessManager(config(redis, client)) as m:
+        await m.wait_ready("redis", timeout=20)
+        assert m.status("redis").notify_status == "Ready to accept connections"
+        await wait_until(lambda: any(e.line == "+PONG" for e in m.logs("client")), 10)
+    lines = [e.line for e in m.logs("redis")]
+    assert not any("sd_notify: -" in line for line in lines), lines  # STOPPING=1 got through
