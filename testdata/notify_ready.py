@@ -1,9 +1,10 @@
 """Send sd_notify datagrams to NOTIFY_SOCKET, as a Type=notify program does.
 
-    notify_ready.py [--child] [--big] DELAY STATUS
+    notify_ready.py [--child | --daemon=PIDFILE] [--big] DELAY STATUS
 
 After DELAY seconds: STATUS=<STATUS>, then READY=1, from this process, or with --child
-from a child of it (the sender is then a grandchild of the manager's instance); --big
+from a child of it (the sender is then a grandchild of the manager's instance), or with
+--daemon from a daemon it double-forks out of its session (its pid in PIDFILE); --big
 first sends a datagram over 4096 bytes that says READY=1 too (to be ignored). Then sleep;
 on SIGTERM, send STOPPING=1 (as redis does) and say whether it could, then exit.
 """
@@ -18,6 +19,7 @@ import time
 args = sys.argv[1:]
 child = "--child" in args
 big = "--big" in args
+daemon = next((a.split("=", 1)[1] for a in args if a.startswith("--daemon=")), None)
 delay, status = (a for a in args if not a.startswith("--"))
 
 
@@ -46,7 +48,19 @@ time.sleep(float(delay))
 if big:
     send(b"READY=1\n" + b"X=" + b"x" * 5000)
     time.sleep(0.3)
-if child:
+if daemon:
+    if os.fork() == 0:
+        os.setsid()
+        if os.fork() == 0:  # out of the instance's session and group, reparented
+            with open(daemon, "w") as file:
+                file.write(str(os.getpid()))
+            send(f"STATUS={status}\n".encode())
+            send(b"READY=1")
+            while True:
+                time.sleep(60)
+        os._exit(0)
+    os.wait()
+elif child:
     subprocess.run(
         [sys.executable, __file__, delay, status], env={**os.environ, "NOTIFY_SENDER": "1"}
     )

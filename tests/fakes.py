@@ -139,6 +139,9 @@ class FakeProcess:
         assert self.code is not None
         return self.code
 
+    def holds(self, pid: int) -> bool:
+        return pid == self.pid
+
     def signal(self, signal: str) -> None:
         if not hasattr(signal_module, signal):
             raise ValueError(f"{signal} does not exist on this platform")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import TYPE_CHECKING
 
@@ -224,6 +225,16 @@ async def test_a_signal_reaches_the_whole_tree(real_spawner: Spawner) -> None:
             await read_until(b"child got SIGUSR1", b"parent got SIGUSR1")
         with pytest.raises(ValueError, match="SIGNOPE does not exist"):
             handle.signal("SIGNOPE")
+    finally:
+        await handle.stop("SIGKILL", 0.0)
+        await read_all(handle)
+
+
+async def test_a_handle_knows_its_own_tree(spawner: Spawner) -> None:
+    handle = await spawner.spawn(python(str(TESTDATA / "long_running.py")))
+    try:
+        assert handle.holds(handle.pid)
+        assert not handle.holds(os.getpid())  # the manager is no part of it
     finally:
         await handle.stop("SIGKILL", 0.0)
         await read_all(handle)

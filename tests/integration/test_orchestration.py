@@ -16,6 +16,7 @@ import pytest
 from processman import ProcessManager, Status
 from processman.adapters.probes import NetworkProber
 from processman.domain.model import Condition, Probe, ProbeKind, RestartPolicy
+from tests.conftest import pid_alive
 from tests.integration.helpers import config, script, wait_until
 
 if TYPE_CHECKING:
@@ -196,6 +197,27 @@ async def test_notify_ready_from_the_instance_tree(sender: str) -> None:
     # the socket stays open until every process is gone: STOPPING=1 reaches it (redis
     # said "sd_notify: -2" when it was closed first)
     assert any(e.line == "STOPPING=1 sent" for e in m.logs("db")), [e.line for e in m.logs("db")]
+
+
+async def test_notify_from_a_daemon_that_left_the_group(tmp_path: Path) -> None:
+    # a program that double-forks (pg_ctl, redis --daemonize) says READY=1 from a process
+    # that is no descendant any more by parent links: its cgroup says it is the instance's
+    daemon = tmp_path / "daemon.pid"
+    spec = script(
+        "db",
+        "notify_ready.py",
+        f"--daemon={daemon}",
+        "0.1",
+        "daemonised",
+        ready=NOTIFY,
+        ready_timeout=10.0,
+    )
+    async with ProcessManager(config(spec)) as m:
+        await wait_until(lambda: m.status("db").ready, 10)
+        assert m.status("db").notify_status == "daemonised"
+        pid = int(daemon.read_text())
+        assert pid_alive(pid)
+    assert not pid_alive(pid)  # and it went with the tree
 
 
 async def test_notify_from_outside_the_tree_or_too_big_is_ignored() -> None:

@@ -491,6 +491,13 @@ class LinuxProcess:
         self._adoptions.reap()
         return self._code
 
+    def holds(self, pid: int) -> bool:
+        """Whether ``pid`` is in the tree: its cgroup, or its group and the descendants
+        that left it (by parent links, and the orphans adopted as the subreaper)."""
+        if self._leaf is not None:
+            return pid in _cgroup_members(self._leaf)
+        return pid == self._pid or _same_group(pid, self._pid) or pid in self._outside_the_group()
+
     def signal(self, signal: str) -> None:
         """Send ``signal`` to every process of the tree (its cgroup, or its group and the
         descendants that left it)."""
@@ -670,6 +677,13 @@ def _join_procs(procs: bytes) -> None:
         os.write(fd, b"0")
     finally:
         os.close(fd)
+
+
+def _same_group(pid: int, pgid: int) -> bool:
+    try:
+        return os.getpgid(pid) == pgid
+    except OSError:
+        return False
 
 
 def _cgroup_members(leaf: str) -> list[int]:

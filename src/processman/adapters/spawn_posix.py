@@ -100,6 +100,13 @@ class PosixProcess:
                 await _wait_group_gone(self._pgid)
         return self._process.returncode
 
+    def holds(self, pid: int) -> bool:
+        """Whether ``pid`` is in the child's process group."""
+        try:
+            return os.getpgid(pid) == self._pgid
+        except OSError:
+            return False
+
     def signal(self, signal: str) -> None:
         """Send ``signal`` to the process group."""
         _signal_group(self._pgid, platform_signal(signal))

@@ -173,6 +173,10 @@ class WindowsProcess:
             self._close_when_unused()
         return self._code
 
+    def holds(self, pid: int) -> bool:
+        """Only the child itself (nothing here asks for more: no sd_notify on Windows)."""
+        return pid == self._pid
+
     def signal(self, signal: str) -> None:
         """SIGKILL ends the job; Windows has no other signal to send a tree."""
         if signal != "SIGKILL":

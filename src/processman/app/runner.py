@@ -334,7 +334,7 @@ class ProcessRunner:
         """An sd_notify datagram: if its sender is in the current instance's tree
         (``senders`` is its pid and its ancestors'), act on it and return True."""
         handle = self._handle
-        if handle is None or handle.pid not in senders:
+        if handle is None or not (handle.pid in senders or handle.holds(senders[0])):
             return False
         if fields.get("READY") == "1" and self._probes is not None:
             self._probes.notify_ready()

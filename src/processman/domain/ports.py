@@ -60,6 +60,11 @@ class ProcessHandle(Protocol):
         """
         ...
 
+    def holds(self, pid: int) -> bool:
+        """Whether ``pid`` is a process of this instance's tree, descendants that left
+        its group included where the platform can tell (a cgroup, adopted orphans)."""
+        ...
+
     def signal(self, signal: str) -> None:
         """Send ``signal`` (a name such as ``"SIGHUP"``) to every process of the tree.
 
