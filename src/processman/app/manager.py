@@ -106,7 +106,7 @@ class ProcessManager:
         self._with_dependencies = any(spec.depends_on for spec in config.processes)
         self._tg: TaskGroup | None = None
         self._notifier: Notifier | None = None
-        self._notify_scope = anyio.CancelScope()
+        self._notify_scope: anyio.CancelScope | None = None  # made in the event loop
         self._stack: AsyncExitStack | None = None
 
     # --- lifecycle ------------------------------------------------------------------
@@ -156,9 +156,10 @@ class ProcessManager:
         stays open until they are all stopped (``STOPPING=1`` comes while they stop)."""
         notifier: Notifier = self.container.notifier()
         self._notifier = notifier
+        scope = self._notify_scope = anyio.CancelScope()
 
         async def serve() -> None:
-            with self._notify_scope:
+            with scope:
                 try:
                     await notifier.serve(self._on_notify)
                 finally:
@@ -289,7 +290,8 @@ class ProcessManager:
             # dependents before their dependencies; the others in parallel
             for layer in stop_layers(self._graph()):
                 await _each([self._runners[i] for i in layer], ProcessRunner.close)
-            self._notify_scope.cancel()  # every process is gone: the socket closes
+            if self._notify_scope is not None:
+                self._notify_scope.cancel()  # every process is gone: the socket closes
             # The readers end at EOF once the trees are gone: let them finish the pipes.
             with anyio.move_on_after(DRAIN_GRACE):
                 for runner in self._runners.values():
