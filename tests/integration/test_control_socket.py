@@ -258,6 +258,8 @@ def test_logs_of_every_process_in_time_order_with_the_prefix(tmp_path: Path) -> 
             timeout=30,
         )
         assert "\x1b[" in coloured.stdout and " | " in coloured.stdout
+        # each id in the colour run's console gives it: by its place in the config
+        assert "\x1b[36mecho  " in coloured.stdout and "\x1b[32mchatty" in coloured.stdout
         one = cli("logs", "chatty", "-n", "2", cwd=tmp_path).stdout.splitlines()
         assert len(one) == 2 and all(line.startswith("line ") for line in one)  # bare
 

@@ -665,9 +665,10 @@ def _quote(process_id: str) -> str:
 def _logs(client: ApiClient, ids: list[str], count: int, follow: bool) -> int:
     if count < 0:
         return _fail("-n must be 0 or more", EXIT_REFUSED)
-    every = [status["id"] for status in client.get("/api/processes")] if not ids else []
+    # every id, in config order: the colours are the console's, whichever are shown
+    every = [status["id"] for status in client.get("/api/processes")]
     wanted = list(dict.fromkeys(ids)) or every
-    printer = _LinePrinter(wanted if len(wanted) > 1 or not ids else [], every or wanted)
+    printer = _LinePrinter(wanted if len(wanted) > 1 or not ids else [], every)
     backlog = []
     for process_id in wanted:
         for entry in client.get(f"/api/processes/{_quote(process_id)}/logs", tail=count):

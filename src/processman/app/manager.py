@@ -19,6 +19,7 @@ from processman.app.runner import ProcessRunner
 from processman.domain.errors import NotReadyError, NotRunningError, UnknownProcessError
 from processman.domain.model import (
     Config,
+    ProbeKind,
     ProcessSpec,
     ProcessStatus,
     Status,
@@ -234,7 +235,8 @@ class ProcessManager:
 
     def events(self) -> StatusStream:
         """Status changes: first a ``status`` event for every process, then one each time
-        a process's status, pid or last error changes (``removed`` when one is gone).
+        a process's status, pid, readiness or last error changes (``removed`` when one is
+        gone).
 
         An async iterator (and an async context manager that ends it); a reader that
         falls far behind gets a ``gap`` event, then a fresh snapshot. It ends once the
@@ -473,7 +475,7 @@ class ProcessManager:
 
 
 def _notifies(spec: ProcessSpec) -> bool:
-    return spec.ready is not None and spec.ready.kind == "notify"
+    return spec.ready is not None and spec.ready.kind is ProbeKind.NOTIFY
 
 
 async def _shielded(close: Callable[[], Awaitable[object]]) -> None:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
+from processman.domain.errors import SpawnError
 from processman.domain.model import ProbeKind
 from processman.domain.ports import SpawnRequest
 
@@ -160,8 +161,6 @@ class InstanceProbes:
         request = SpawnRequest(
             process_id=f"{self.spec.id}-probe", argv=probe.command, cwd=self.spec.cwd, env=self._env
         )
-        from processman.domain.errors import SpawnError
-
         try:
             handle = await self._spawner.spawn(request)
         except SpawnError as exc:

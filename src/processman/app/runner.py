@@ -25,7 +25,7 @@ from processman.domain.errors import (
     WatchError,
 )
 from processman.domain.interpreter import resolve_argv
-from processman.domain.model import ProcessSpec, ProcessStatus, Status
+from processman.domain.model import ProbeKind, ProcessSpec, ProcessStatus, Status
 from processman.domain.ordering import DepState
 from processman.domain.ports import SpawnRequest, WatchRequest
 from processman.domain.reload_loop import ReloadLoop
@@ -272,7 +272,7 @@ class ProcessRunner:
             if (
                 path is not None
                 and self.spec.ready is not None
-                and self.spec.ready.kind == "notify"
+                and self.spec.ready.kind is ProbeKind.NOTIFY
             ):
                 env = {**env, "NOTIFY_SOCKET": path}
             request = SpawnRequest(process_id=self.spec.id, argv=argv, cwd=self.spec.cwd, env=env)
