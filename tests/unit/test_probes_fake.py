@@ -175,3 +175,27 @@ async def test_wait_ready_returns_once_ready_and_refuses_what_gave_up() -> None:
         with pytest.raises(NotReadyError) as info:
             await m.wait_ready("db", timeout=0)
         assert str(info.value) == "db is not ready after 0s: running, not ready"
+
+
+async def test_no_probe_runs_while_the_instance_is_not_running() -> None:
+    clock = FakeClock()
+    prober = FakeProber(clock, lambda probe: None)
+    health = Probe(kind=ProbeKind.TCP, target="127.0.0.1:1", period=1.0)
+    spawner = FakeSpawner()
+    async with manager(
+        proc("web", health=health), spawner=spawner, clock=clock, prober=prober
+    ) as m:
+        await anyio.wait_all_tasks_blocked()
+        await clock.advance(1.0)
+        assert len(prober.tries) == 1
+        await m.stop("web")
+        for _ in range(5):
+            await clock.advance(1.0)
+        assert len(prober.tries) == 1  # stopped: no try
+        await m.start("web")
+        await anyio.wait_all_tasks_blocked()
+        spawner.last.exit(1)  # ended by itself: backoff, no try either
+        await anyio.wait_all_tasks_blocked()
+        assert m.status("web").status is Status.BACKOFF
+        await clock.advance(0.5)
+        assert len(prober.tries) == 1
