@@ -241,9 +241,19 @@ class QuietPeriod:
         """Seconds until the held paths are due; None when none is held."""
         return None if self.deadline is None else max(0.0, self.deadline - now)
 
-    def take_due(self, now: float) -> set[str]:
-        """The held paths once their quiet period has passed (then nothing is held)."""
+    def take_due(self, now: float, changed_since: Callable[[set[str]], float | None]) -> set[str]:
+        """The held paths once their quiet period has passed (then nothing is held).
+
+        ``changed_since`` tells when the held paths last changed, as far as can be told
+        without the watch (None: not known). The watch's report of a change can come late
+        (its thread starved on a loaded machine): a path written again meanwhile moves the
+        deadline instead of being handed over in the middle of its burst.
+        """
         if self.deadline is None or now < self.deadline:
+            return set()
+        latest = changed_since(self.pending)
+        if latest is not None and latest + self.debounce > now:
+            self.deadline = latest + self.debounce
             return set()
         due, self.pending, self.deadline = self.pending, set(), None
         return due
@@ -265,15 +275,31 @@ def last_change(paths: set[str], returned: float, step: float, capped: bool) -> 
     """
     if capped or len(paths) > MAX_STATS:
         return returned
-    latest = returned - 2 * step
+    changed = last_stamped(paths, gone=returned - step)
+    return min(returned, max(returned - 2 * step, changed))
+
+
+def last_stamped(paths: set[str], gone: float = -math.inf) -> float:
+    """The latest inode change time of ``paths`` (monotonic, a kernel clock tick late at
+    most); a path that is gone counts as changed at ``gone``."""
+    latest = -math.inf
     offset = time.time() - time.monotonic()
     for path in paths:
         try:
             changed = os.stat(path).st_ctime - offset + FS_CLOCK_TICK
         except OSError:
-            changed = returned - step
+            changed = gone
         latest = max(latest, changed)
-    return min(returned, latest)
+    return latest
+
+
+def _stamped_since(paths: set[str]) -> float | None:
+    """``QuietPeriod.take_due``'s view of ``paths`` off the watch: their inode change
+    times, for batches small enough to stat."""
+    if not paths or len(paths) > MAX_STATS:
+        return None
+    latest = last_stamped(paths)
+    return None if latest == -math.inf else latest
 
 
 #: Batches with more paths than this are taken to end at their return (no stat of each).
@@ -352,7 +378,7 @@ def _watch_in_thread(
     def hand_over_due() -> float | None:
         """Deliver what is due; return the seconds until the rest is."""
         now = time.monotonic()
-        due = quiet.take_due(now)
+        due = quiet.take_due(now, _stamped_since)
         if due:
             deliver(due)
         return quiet.remaining(now)
