@@ -240,3 +240,94 @@ async def test_a_handle_knows_its_own_tree(spawner: Spawner) -> None:
     finally:
         await handle.stop("SIGKILL", 0.0)
         await read_all(handle)
+
+
+LINUX = sorted(name for name in REAL if name.startswith("linux"))
+
+#: Prints what a child of a post-fork spawn got: its environment, pid and open fds.
+SHOW_INHERITED = """
+import json, os, socket
+fds = sorted(int(fd) for fd in os.listdir("/proc/self/fd"))
+names = [socket.socket(fileno=os.dup(fd)).getsockname() for fd in (3, 4)]
+print(json.dumps({"env": dict(os.environ), "pid": os.getpid(), "fds": fds, "names": names}))
+"""
+
+
+@pytest.mark.skipif(not LINUX, reason="post-fork set-up is the Linux spawner's")
+@pytest.mark.parametrize("name", LINUX)
+async def test_a_child_gets_the_sockets_at_3_and_its_own_pid_in_its_environment(
+    name: str, tmp_path: Path
+) -> None:
+    import json
+    import socket
+
+    spawner = REAL[name]()
+    tcp = socket.create_server(("127.0.0.1", 0))
+    unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    unix.bind(str(tmp_path / "s"))
+    unix.listen()
+    tcp_name = list(tcp.getsockname())
+    bin_dir, program = os.path.split(sys.executable)
+    env = {"PATH": bin_dir, "LC_ALL": "C.UTF-8", "LISTEN_FDS": "2", "X": "1"}
+    request = SpawnRequest(
+        process_id="t",
+        argv=(program, "-c", SHOW_INHERITED),  # found on the request's PATH
+        cwd=str(tmp_path),
+        env=env,
+        pass_fds=(unix.fileno(), tcp.fileno()),
+        pid_env=("LISTEN_PID", "WATCHDOG_PID"),
+    )
+    try:
+        handle = await spawner.spawn(request)
+        out, err = await read_all(handle)
+        assert await handle.wait() == 0, err
+    finally:
+        tcp.close()
+        unix.close()
+        await spawner.aclose()
+    shown = json.loads(out)
+    pid = str(shown["pid"])
+    assert shown["pid"] == handle.pid
+    # exactly the request's environment: no shell added or dropped a variable
+    assert shown["env"] == {**env, "LISTEN_PID": pid, "WATCHDOG_PID": pid}
+    assert shown["names"] == [str(tmp_path / "s"), tcp_name]
+    # stdio, the two sockets, and the one listdir itself opened: no fd of the manager
+    assert shown["fds"][:5] == [0, 1, 2, 3, 4] and len(shown["fds"]) == 6
+
+
+@pytest.mark.skipif(not LINUX, reason="post-fork set-up is the Linux spawner's")
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (("no-such-program-xyz",), "cannot start no-such-program-xyz: not found on PATH"),
+        (("plain.txt",), "cannot start plain.txt: permission denied (is it executable?)"),
+        (("{tmp}/missing",), "cannot start {tmp}/missing: file not found"),
+    ],
+)
+async def test_a_post_fork_spawn_reports_exec_errors_as_any_spawn(
+    tmp_path: Path, argv: tuple[str, ...], message: str
+) -> None:
+    (tmp_path / "plain.txt").write_text("not a program\n")
+    argv = tuple(a.format(tmp=tmp_path) for a in argv)
+    spawner = LinuxSpawner()
+    try:
+        with pytest.raises(SpawnError) as info:
+            await spawner.spawn(
+                SpawnRequest(
+                    process_id="t",
+                    argv=argv,
+                    cwd=str(tmp_path),
+                    env={"PATH": str(tmp_path)},
+                    pid_env=("LISTEN_PID",),
+                )
+            )
+    finally:
+        await spawner.aclose()
+    assert str(info.value) == message.format(tmp=tmp_path)
+
+
+async def test_the_posix_spawner_says_it_cannot_pass_sockets() -> None:
+    spawner = PosixSpawner()
+    request = SpawnRequest(process_id="t", argv=("true",), cwd="/", env={}, pid_env=("X",))
+    with pytest.raises(SpawnError, match="need the Linux spawner"):
+        await spawner.spawn(request)

@@ -285,7 +285,7 @@ async def test_live_stream_across_a_restart_with_keepalives() -> None:
 
 
 async def test_fifty_stream_clients_and_a_stalled_one_do_not_block_the_children() -> None:
-    config = make_config(script("chatty", "chatty.py", "200000"), script("echo", "echo.py"))
+    config = make_config(script("chatty", "chatty.py", "50000"), script("echo", "echo.py"))
     async with ProcessManager(config) as manager, served(create_app(manager)) as url:
         port = int(url.rsplit(":", 1)[1])
         stalled = socket.socket()
@@ -310,7 +310,7 @@ async def test_fifty_stream_clients_and_a_stalled_one_do_not_block_the_children(
                     await manager.restart(
                         "chatty"
                     )  # now every client sees the burst from the start
-                    # the child is never held back: it writes all 200,000 lines and says so
+                    # the child is never held back: it writes all 50,000 lines and says so
                     await wait_until(
                         lambda: any(e.line == "chatty: done" for e in manager.logs("chatty", 1000)),
                         60,

@@ -480,10 +480,11 @@ BAD: list[tuple[str, str, str, str]] = [
     ),
     (
         "p.toml",
-        P + "health = { watchdog = '5s' }\n",
-        "processes[0].health.watchdog",
-        "not supported yet",
+        P + "health = { watchdog = '5s', period = '1s' }\n",
+        "processes[0].health.period",
+        "a watchdog's period is its own value",
     ),
+    ("p.toml", P + "health = { watchdog = '0s' }\n", "processes[0].health.watchdog", "above 0s"),
     ("p.toml", P + 'readyTimeout = "-1s"\n', "processes[0].readyTimeout", "negative"),
     (
         "p.toml",
@@ -608,6 +609,7 @@ dependsOn = { db = "started", migrate = "succeeded" }
 id = "worker"
 command = "worker"
 ready = { logLine = "listening on \\\\d+" }
+health = { watchdog = "30s" }
 dependsOn = ["app"]
 """
     db, migrate, app, worker = load_config(write(tmp_path, "p.toml", text), environ=ENV).processes
@@ -628,3 +630,6 @@ dependsOn = ["app"]
     assert app.depends_on == {"db": Condition.STARTED, "migrate": Condition.SUCCEEDED}
     assert worker.ready == Probe(kind=ProbeKind.LOG_LINE, target="listening on \\d+")
     assert worker.depends_on == {"app": Condition.READY}
+    # a watchdog's interval is its period, and one missed interval is a failure
+    assert worker.health == Probe(kind=ProbeKind.WATCHDOG, period=30.0, failures=1)
+    assert worker.notifies and not app.notifies

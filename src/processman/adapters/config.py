@@ -610,12 +610,6 @@ class _Builder:
         )
         if failures < 1:
             raise self.error(f"{field}.failures", f"must be 1 or more, got {failures}")
-        if kind is ProbeKind.WATCHDOG:
-            raise self.error(
-                where,
-                "watchdog probes are not supported yet (WATCHDOG_PID needs the child's "
-                "own pid, set after the fork): use a tcp, http or exec health probe",
-            )
         return Probe(kind=kind, target=target, command=command, failures=failures, **seconds)
 
     def depends_on(

@@ -48,7 +48,14 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.lowlevel
 
-from processman.adapters._posix import check_cwd, platform_signal
+from processman.adapters._posix import (
+    check_cwd,
+    find_program,
+    low_fds_held,
+    needs_post_fork,
+    platform_signal,
+    post_fork,
+)
 from processman.domain.errors import SpawnError
 
 if TYPE_CHECKING:
@@ -315,18 +322,35 @@ class LinuxSpawner:
         err_read, err_write = os.pipe()
         home = self._enter(leaf)
         try:
-            popen = subprocess.Popen(
-                list(request.argv),
-                stdin=subprocess.DEVNULL,
-                stdout=out_write,
-                stderr=err_write,
-                cwd=request.cwd,
-                env=dict(request.env),
-                start_new_session=True,
-                preexec_fn=(  # noqa: PLW1509
-                    None if home else _child_setup(self._manager_pid, leaf, self._prctl)
-                ),
-            )
+            setup = None if home else _child_setup(self._manager_pid, leaf, self._prctl)
+            if not needs_post_fork(request):
+                popen = subprocess.Popen(
+                    list(request.argv),
+                    stdin=subprocess.DEVNULL,
+                    stdout=out_write,
+                    stderr=err_write,
+                    cwd=request.cwd,
+                    env=dict(request.env),
+                    start_new_session=True,
+                    preexec_fn=setup,  # noqa: PLW1509
+                )
+            else:  # the child's own pid in its environment, fds at 3, 4, ...: a fork
+                in_child = post_fork(request)
+                if setup is not None:
+                    in_child = _both(setup, in_child)
+                with low_fds_held(len(request.pass_fds)):
+                    popen = subprocess.Popen(
+                        list(request.argv),
+                        executable=find_program(program, request.env),
+                        stdin=subprocess.DEVNULL,
+                        stdout=out_write,
+                        stderr=err_write,
+                        cwd=request.cwd,
+                        env=None,
+                        start_new_session=True,
+                        pass_fds=tuple(range(3, 3 + len(request.pass_fds))),
+                        preexec_fn=in_child,  # noqa: PLW1509
+                    )
         except (OSError, ValueError) as exc:
             os.close(out_read)
             os.close(err_read)
@@ -380,6 +404,14 @@ class LinuxSpawner:
             await guardian.aclose()
         if self._adoptions is not None:
             self._adoptions.reap()
+
+
+def _both(first: Callable[[], None], then: Callable[[], None]) -> Callable[[], None]:
+    def setup() -> None:
+        first()
+        then()
+
+    return setup
 
 
 def _child_setup(

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from processman.adapters._posix import check_cwd, platform_signal
+from processman.adapters._posix import check_cwd, needs_post_fork, platform_signal
 from processman.domain.errors import SpawnError
 
 if TYPE_CHECKING:
@@ -38,6 +38,10 @@ class PosixSpawner:
         """Start ``request.argv`` in a new session; its pid is also its process group id."""
         check_cwd(request.cwd)
         program = request.argv[0]
+        if needs_post_fork(request):
+            raise SpawnError(
+                program, "inherited sockets and WATCHDOG_PID need the Linux spawner (Linux)"
+            )
         try:
             process = await anyio.open_process(
                 list(request.argv),

@@ -81,6 +81,10 @@ class WindowsSpawner:
 
     async def spawn(self, request: SpawnRequest) -> WindowsProcess:
         """Create the child suspended, put it in a kill-on-close job, then resume it."""
+        if request.pass_fds or request.pid_env:
+            raise SpawnError(
+                request.argv[0], "inherited sockets and WATCHDOG_PID need a POSIX system"
+            )
         win32 = self._api()
         try:
             job = win32.create_job()

@@ -19,7 +19,6 @@ from processman.app.runner import ProcessRunner
 from processman.domain.errors import NotReadyError, NotRunningError, UnknownProcessError
 from processman.domain.model import (
     Config,
-    ProbeKind,
     ProcessSpec,
     ProcessStatus,
     Status,
@@ -125,7 +124,7 @@ class ProcessManager:
             stack.push_async_callback(self._shutdown)
             for spec in self.config.processes:
                 self._runners[spec.id] = self._new_runner(spec, tg)
-            if any(_notifies(spec) for spec in self.config.processes):
+            if any(spec.notifies for spec in self.config.processes):
                 self._open_notifier(tg)
             # a dependency of an autostart process starts with it, autostart or not
             wanted = dependencies(
@@ -153,7 +152,7 @@ class ProcessManager:
         return await stack.__aexit__(exc_type, exc, tb)
 
     def _open_notifier(self, tg: TaskGroup) -> None:
-        """The sd_notify socket, for the processes whose ready probe is ``notify``; it
+        """The sd_notify socket, for the processes with a ``notify`` or ``watchdog`` probe; it
         stays open until they are all stopped (``STOPPING=1`` comes while they stop)."""
         notifier: Notifier = self.container.notifier()
         self._notifier = notifier
@@ -206,7 +205,7 @@ class ProcessManager:
             raise NotRunningError("the ProcessManager is not running: nothing is added")
         if spec.id in self._runners:
             raise ValueError(f"a process has the id {spec.id!r} already")
-        if _notifies(spec) and self._notifier is None:
+        if spec.notifies and self._notifier is None:
             self._open_notifier(self._tg)
         runner = self._runners[spec.id] = self._new_runner(spec, self._tg)
         self._set_processes()
@@ -472,10 +471,6 @@ class ProcessManager:
         # once left, the statuses stay readable; a start is refused by its runner
         if self._stack is None and not self._runners:
             raise NotRunningError("the ProcessManager is not running: use it inside `async with`")
-
-
-def _notifies(spec: ProcessSpec) -> bool:
-    return spec.ready is not None and spec.ready.kind is ProbeKind.NOTIFY
 
 
 async def _shielded(close: Callable[[], Awaitable[object]]) -> None:

@@ -54,6 +54,8 @@ class InstanceProbes:
         self._failed = failed
         self._line_seen = anyio.Event()
         self._notified_ready = anyio.Event()
+        self._pinged = anyio.Event()
+        self._triggered = False
         ready_probe = spec.ready
         self._pattern = (
             re.compile(ready_probe.target)
@@ -70,6 +72,14 @@ class InstanceProbes:
     def notify_ready(self) -> None:
         """The instance's tree sent ``READY=1`` (for a ``notify`` probe)."""
         self._notified_ready.set()
+
+    def watchdog(self, value: str) -> None:
+        """The instance's tree sent ``WATCHDOG=1`` (alive) or ``WATCHDOG=trigger`` (fail
+        now), for a ``watchdog`` probe; other values are ignored, as systemd does."""
+        if value == "trigger":
+            self._triggered = True
+        if value in ("1", "trigger"):
+            self._pinged.set()
 
     def lines(self, lines: list[str]) -> None:
         """Lines the instance wrote (for a ``logLine`` probe)."""
@@ -124,11 +134,23 @@ class InstanceProbes:
             await self._clock.sleep(probe.initial_delay)
         failures = 0
         while True:
-            await self._clock.sleep(probe.period)
-            result = await self._try(probe)
+            if probe.kind is ProbeKind.WATCHDOG:
+                result = await self._watchdog_interval(probe.period)
+            else:
+                await self._clock.sleep(probe.period)
+                result = await self._try(probe)
             failures = 0 if result is None else failures + 1
             if result is not None and failures >= probe.failures:
                 return f"health check failed {failures} time{'s' if failures > 1 else ''}: {result}"
+
+    async def _watchdog_interval(self, period: float) -> str | None:
+        """None when ``WATCHDOG=1`` came within ``period``; else why not."""
+        pinged = await self._first(self._pinged.wait, period)
+        self._pinged = anyio.Event()
+        if self._triggered:
+            self._triggered = False
+            return "WATCHDOG=trigger received"
+        return None if pinged else f"no WATCHDOG=1 within {period:g}s"
 
     async def _first(self, wait: Callable[[], Awaitable[object]], seconds: float) -> bool:
         """Whether ``wait`` returned before ``seconds`` passed on the clock."""

@@ -269,13 +269,17 @@ class ProcessRunner:
             self._argv = argv
             env = child_environment(self._environ, self.spec, self._api_url)
             path = self._notify_path() if self._notify_path is not None else None
-            if (
-                path is not None
-                and self.spec.ready is not None
-                and self.spec.ready.kind is ProbeKind.NOTIFY
-            ):
+            pid_env: tuple[str, ...] = ()
+            if path is not None and self.spec.notifies:
                 env = {**env, "NOTIFY_SOCKET": path}
-            request = SpawnRequest(process_id=self.spec.id, argv=argv, cwd=self.spec.cwd, env=env)
+            health = self.spec.health
+            if path is not None and health is not None and health.kind is ProbeKind.WATCHDOG:
+                # as systemd's WatchdogSec=: WATCHDOG_PID is the child's own, set after the fork
+                env["WATCHDOG_USEC"] = str(round(health.period * 1_000_000))
+                pid_env = ("WATCHDOG_PID",)
+            request = SpawnRequest(
+                process_id=self.spec.id, argv=argv, cwd=self.spec.cwd, env=env, pid_env=pid_env
+            )
             handle = await self._spawner.spawn(request)
         except SpawnError as exc:
             await self._apply(SpawnFailed(str(exc)))
@@ -336,8 +340,11 @@ class ProcessRunner:
         handle = self._handle
         if handle is None or not (handle.pid in senders or handle.holds(senders[0])):
             return False
-        if fields.get("READY") == "1" and self._probes is not None:
-            self._probes.notify_ready()
+        if self._probes is not None:
+            if fields.get("READY") == "1":
+                self._probes.notify_ready()
+            if "WATCHDOG" in fields:
+                self._probes.watchdog(fields["WATCHDOG"])
         if "STATUS" in fields:
             self._tg.start_soon(self._set_notify_status, handle, fields["STATUS"])
         return True  # STOPPING=1, BARRIER=1 (the fd is closed by the socket) and others: no more

@@ -144,6 +144,13 @@ class ProcessSpec(msgspec.Struct, frozen=True, kw_only=True):
     health: Probe | None = None
     depends_on: dict[str, Condition] = msgspec.field(default_factory=dict)
 
+    @property
+    def notifies(self) -> bool:
+        """Whether its children talk sd_notify: a ``notify`` ready or ``watchdog`` health."""
+        return (self.ready is not None and self.ready.kind is ProbeKind.NOTIFY) or (
+            self.health is not None and self.health.kind is ProbeKind.WATCHDOG
+        )
+
     def __post_init__(self) -> None:
         check_id(self.id)
         if self.ready is not None and self.ready.kind not in READY_KINDS:

@@ -28,6 +28,10 @@ class SpawnRequest(msgspec.Struct, frozen=True, kw_only=True):
     argv: tuple[str, ...]
     cwd: str
     env: Mapping[str, str]
+    #: the manager's file descriptors the child gets as 3, 4, ... (listening sockets)
+    pass_fds: tuple[int, ...] = ()
+    #: variables of ``env`` set to the child's own pid, after the fork (``LISTEN_PID``)
+    pid_env: tuple[str, ...] = ()
 
 
 @runtime_checkable
