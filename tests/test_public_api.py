@@ -45,6 +45,8 @@ def test_status_fields_are_snake_case_and_frozen() -> None:
         "dev_mode",
         "ready",
         "notify_status",
+        "group",
+        "replica",
     )
     status = ProcessStatus(
         id="a",

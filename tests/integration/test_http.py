@@ -88,6 +88,8 @@ STATUS_KEYS = {
     "devMode",
     "ready",
     "notifyStatus",
+    "group",
+    "replica",
 }
 RFC3339_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 
@@ -445,6 +447,6 @@ async def test_openapi_schemas_come_from_the_types() -> None:
         "exited",
         "crashed",
     }
-    assert set(schemas["LogEntry"]["properties"]) == {"time", "stream", "line"}
+    assert set(schemas["LogEntry"]["properties"]) == {"time", "stream", "line", "process"}
     assert document["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
     assert document["paths"]["/api/health"]["get"]["security"] == []

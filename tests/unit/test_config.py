@@ -523,6 +523,48 @@ BAD: list[tuple[str, str, str, str]] = [
         "unknown condition 'healthy' (expected 'started', 'ready', 'completed', 'succeeded')",
     ),
     ("p.toml", P + 'dependsOn = "db"\n', "processes[0].dependsOn", "Expected"),
+    # --- replicas and sockets (SPEC §9)
+    ("p.toml", P + "replicas = -1\n", "processes[0].replicas", ">= 0"),
+    ("p.toml", P + 'replicas = "2"\n', "processes[0].replicas", "Expected int"),
+    ("p.toml", P + "port = 0\n", "processes[0].port", "must be a port 1-65535, got 0"),
+    ("p.toml", P + "port = 70000\n", "processes[0].port", "must be a port 1-65535"),
+    ("p.toml", P + 'sockets = ["localhost"]\n', "processes[0].sockets[0]", "HOST:PORT"),
+    ("p.toml", P + 'sockets = ["::1:80"]\n', "processes[0].sockets[0]", "in brackets"),
+    ("p.toml", P + 'sockets = ["unix:"]\n', "processes[0].sockets[0]", "needs a path"),
+    ("p.toml", P + 'sockets = ["1.2.3.4:0"]\n', "processes[0].sockets[0]", "a port 1-65535"),
+    (
+        "p.toml",
+        P + 'replicas = 2\nport = 8000\nsockets = ["127.0.0.1:${PORT}"]\n',
+        "processes[0].sockets[0]",
+        "cannot use a per-replica value",
+    ),
+    (
+        "p.toml",
+        '[[processes]]\nid = "web"\ncommand = "x"\nreplicas = 2\n'
+        '[[processes]]\nid = "web-1"\ncommand = "x"\n',
+        "processes[0].replicas",
+        "replica id 'web-1' is taken by processes[1]",
+    ),
+    (
+        "p.toml",
+        '[[processes]]\nid = "web"\ncommand = "x"\nreplicas = 2\n'
+        '[[processes]]\nid = "app"\ncommand = "x"\ndependsOn = ["web-2"]\n',
+        "processes[1].dependsOn",
+        "unknown process 'web-2'",
+    ),
+    (
+        "p.toml",
+        P + 'replicas = 2\ndependsOn = ["a-0"]\n',
+        "processes[0].dependsOn",
+        "'a-0' is a replica of this process",
+    ),
+    (
+        "p.toml",
+        '[[processes]]\nid = "web"\ncommand = "x"\nreplicas = 2\ndependsOn = ["app"]\n'
+        '[[processes]]\nid = "app"\ncommand = "x"\ndependsOn = ["web-1"]\n',
+        "processes[0].dependsOn",
+        "cycle web -> app -> web",
+    ),
 ]
 
 
@@ -633,3 +675,40 @@ dependsOn = ["app"]
     # a watchdog's interval is its period, and one missed interval is a failure
     assert worker.health == Probe(kind=ProbeKind.WATCHDOG, period=30.0, failures=1)
     assert worker.notifies and not app.notifies
+
+
+def test_replicas_port_and_sockets(tmp_path: Path) -> None:
+    from processman.domain.replicas import instances
+
+    text = """
+[[processes]]
+id = "web"
+command = "uvicorn app:app --fd 3 --name ${PROCESSMAN_ID} --port ${PORT}"
+replicas = 2
+port = 8000
+env = { SLOT = "${PROCESSMAN_GROUP}/${PROCESSMAN_REPLICA}" }
+sockets = ["127.0.0.1:9000", "[::1]:9000", "unix:run/web.sock"]
+
+[[processes]]
+id = "one"
+command = "serve --port ${PORT} --id ${PROCESSMAN_ID}"
+port = 7000
+dependsOn = ["web", "web-1"]
+
+[[processes]]
+id = "none"
+command = "x"
+replicas = 0
+"""
+    web, one, none = load_config(write(tmp_path, "p.toml", text), environ=ENV).processes
+    assert web.replicas == 2 and web.port == 8000
+    assert web.sockets == ("127.0.0.1:9000", "[::1]:9000", f"unix:{tmp_path}/run/web.sock")
+    first, second = instances(web)
+    assert second.id == "web-1" and second.group == "web" and second.replica == 1
+    assert second.command == (
+        "uvicorn", "app:app", "--fd", "3", "--name", "web-1", "--port", "8001"
+    )
+    assert first.env == {"SLOT": "web/0"}
+    assert one.command == ("serve", "--port", "7000", "--id", "one") and one.replicas is None
+    assert one.depends_on == {"web": Condition.READY, "web-1": Condition.READY}
+    assert instances(none) == []

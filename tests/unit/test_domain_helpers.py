@@ -304,11 +304,28 @@ def test_line_splitter_equals_decoding_line_by_line(tokens: list[bytes], cuts: l
 def test_child_environment() -> None:
     spec = ProcessSpec(id="w", cwd="/", script="/w.py", env={"A": "env", "PROCESSMAN_ID": "x"})
     env = child_environment({"A": "inherited", "PROCESSMAN_TOKEN": "secret", "P": "1"}, spec, "")
-    assert env == {"A": "env", "P": "1", "PROCESSMAN_ID": "w", "PYTHONUNBUFFERED": "1"}
+    assert env == {
+        "A": "env",
+        "P": "1",
+        "PROCESSMAN_ID": "w",
+        "PROCESSMAN_GROUP": "w",
+        "PYTHONUNBUFFERED": "1",
+    }
     command = ProcessSpec(id="c", cwd="/", command=("x",), env={})
     assert child_environment({}, command, "http://127.0.0.1:9") == {
         "PROCESSMAN_ID": "c",
+        "PROCESSMAN_GROUP": "c",
         "PROCESSMAN_API": "http://127.0.0.1:9",
+    }
+    # a replica: its own id, its group and index, and PORT = port + index (over env's)
+    replica = ProcessSpec(
+        id="web-2", group="web", replica=2, port=8000, cwd="/", command=("x",), env={"PORT": "1"}
+    )
+    assert child_environment({}, replica, "") == {
+        "PORT": "8002",
+        "PROCESSMAN_ID": "web-2",
+        "PROCESSMAN_GROUP": "web",
+        "PROCESSMAN_REPLICA": "2",
     }
     own = ProcessSpec(id="w", cwd="/", script="/w.py", env={"PYTHONUNBUFFERED": "0"})
     assert child_environment({}, own, "")["PYTHONUNBUFFERED"] == "0"

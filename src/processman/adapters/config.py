@@ -46,6 +46,7 @@ from processman.domain.model import (
     normalise_signal,
 )
 from processman.domain.ordering import find_cycle
+from processman.domain.replicas import deferred, holds_deferred, member_ids, normalise_address
 from processman.domain.templating import expand
 
 if TYPE_CHECKING:
@@ -348,15 +349,31 @@ class _Builder:
                 )
             first_seen[process.id] = field
             specs.append(self.process(process, field, api))
+        group_of: dict[str, str] = {spec.id: spec.id for spec in specs}  # instance -> group
+        for index, spec in enumerate(specs):
+            for member in member_ids(spec) if spec.replicas is not None else ():
+                if member in group_of:
+                    raise self.error(
+                        f"{prefix}[{index}].replicas",
+                        f"replica id {member!r} is taken by {first_seen.get(member, member)}",
+                    )
+                group_of[member] = spec.id
         for index, spec in enumerate(specs):
             for dep in spec.depends_on:
-                if dep not in first_seen:
-                    known = ", ".join(sorted(first_seen))
+                if dep not in group_of:
+                    known = ", ".join(sorted(group_of))
                     raise self.error(
                         f"{prefix}[{index}].dependsOn",
                         f"unknown process {dep!r} (known: {known})",
                     )
-        cycle = find_cycle({spec.id: spec.depends_on for spec in specs})
+                if group_of[dep] == spec.id:
+                    raise self.error(
+                        f"{prefix}[{index}].dependsOn", f"{dep!r} is a replica of this process"
+                    )
+        # a cycle through replicas is one through their groups
+        cycle = find_cycle(
+            {spec.id: {group_of[dep]: None for dep in spec.depends_on} for spec in specs}
+        )
         if cycle:
             field = first_seen[cycle[0]]
             raise self.error(f"{field}.dependsOn", "cycle " + " -> ".join(cycle))
@@ -410,7 +427,20 @@ class _Builder:
                 f"{field}.interpreter", "`interpreter` applies to `script`, not to `command`"
             )
 
-        builtins = {"PROCESSMAN_ID": raw.id, "PROCESSMAN_API": api.base_url}
+        if raw.port is not None and not 0 < raw.port < 65536:
+            raise self.error(f"{field}.port", f"must be a port 1-65535, got {raw.port}")
+        builtins = {
+            "PROCESSMAN_ID": raw.id,
+            "PROCESSMAN_GROUP": raw.id,
+            "PROCESSMAN_API": api.base_url,
+        }
+        if raw.port is not None:
+            builtins["PORT"] = str(raw.port)
+        if raw.replicas is not None:  # filled in per replica (replicas.instance)
+            builtins["PROCESSMAN_ID"] = deferred("PROCESSMAN_ID")
+            builtins["PROCESSMAN_REPLICA"] = deferred("PROCESSMAN_REPLICA")
+            if raw.port is not None:
+                builtins["PORT"] = deferred("PORT")
 
         def early(name: str) -> str | None:
             return builtins.get(name, self.environ.get(name))
@@ -446,7 +476,7 @@ class _Builder:
         if interpreter is not None and interpreter != "auto" and "/" in interpreter:
             interpreter = self.path(interpreter, cwd)
 
-        seconds = {
+        seconds: dict[str, Any] = {
             name: self.duration(getattr(raw, name), f"{field}.{camel}")
             for name, camel in (
                 ("backoff", "backoff"),
@@ -477,7 +507,14 @@ class _Builder:
 
         ready = self.probe(raw.ready, f"{field}.ready", lookup, cwd, health=False)
         health = self.probe(raw.health, f"{field}.health", lookup, cwd, health=True)
+        sockets = tuple(
+            self.socket(address, f"{field}.sockets[{i}]", lookup, cwd)
+            for i, address in enumerate(raw.sockets)
+        )
         return ProcessSpec(
+            replicas=raw.replicas,
+            port=raw.port,
+            sockets=sockets,
             ready=ready,
             health=health,
             depends_on=self.depends_on(raw.depends_on, f"{field}.dependsOn", raw.id),
@@ -611,6 +648,20 @@ class _Builder:
         if failures < 1:
             raise self.error(f"{field}.failures", f"must be 1 or more, got {failures}")
         return Probe(kind=kind, target=target, command=command, failures=failures, **seconds)
+
+    def socket(
+        self, address: str, field: str, lookup: Callable[[str], str | None], cwd: str
+    ) -> str:
+        """``HOST:PORT``, ``[IPv6]:PORT`` or ``unix:PATH`` (made absolute), checked."""
+        value = self.expand(address, field, lookup)
+        if holds_deferred(value):
+            raise self.error(
+                field, "a socket is shared by every replica: it cannot use a per-replica value"
+            )
+        try:
+            return normalise_address(value, cwd)
+        except ValueError as exc:
+            raise self.error(field, str(exc)) from None
 
     def depends_on(
         self, raw: list[str] | dict[str, str], field: str, own_id: str

@@ -129,8 +129,16 @@ def create_app(
     async def list_processes(request: Request) -> Response:
         return json_response(manager.list())
 
+    def known(process_id: str) -> None:
+        """404 (UnknownProcessError) unless ``process_id`` names a process or a group."""
+        if not manager.is_group(process_id):
+            manager.status(process_id)
+
     async def get_process(request: Request) -> Response:
-        return json_response(manager.status(request.path_params["id"]))
+        process_id = request.path_params["id"]
+        if manager.is_group(process_id):
+            return json_response(manager.group(process_id))
+        return json_response(manager.status(process_id))
 
     async def start(request: Request) -> Response:
         return json_response(await manager.start(request.path_params["id"]))
@@ -143,7 +151,7 @@ def create_app(
 
     async def send_signal(request: Request) -> Response:
         process_id = request.path_params["id"]
-        manager.status(process_id)  # 404 before 400
+        known(process_id)  # 404 before 400
         name = request.query_params.get("signal")
         if not name:
             return error(400, "name the signal: ?signal=SIGHUP")
@@ -154,21 +162,34 @@ def create_app(
 
     async def wait(request: Request) -> Response:
         process_id = request.path_params["id"]
-        manager.status(process_id)  # 404 before 400
+        known(process_id)  # 404 before 400
         raw = request.query_params.get("timeout", "60s")
         try:
             seconds = parse_duration(raw)
         except ValueError as exc:
             return error(400, f"timeout: {exc}")
         try:
-            (status,) = await manager.wait_ready(process_id, timeout=seconds)
+            statuses = await manager.wait_ready(process_id, timeout=seconds)
         except NotReadyError as exc:
             return error(409, str(exc))
-        return json_response(status)
+        return json_response(statuses if manager.is_group(process_id) else statuses[0])
+
+    async def scale(request: Request) -> Response:
+        process_id = request.path_params["id"]
+        known(process_id)  # 404 before 400
+        raw = request.query_params.get("replicas")
+        if raw is None:
+            return error(400, "give the number of replicas: ?replicas=N")
+        if not raw.isascii() or not raw.isdigit():
+            return error(400, f"replicas must be an integer of 0 or more, got {raw!r}")
+        try:
+            return json_response(await manager.scale(process_id, int(raw)))
+        except ValueError as exc:
+            return error(400, str(exc))
 
     async def logs(request: Request) -> Response:
         process_id = request.path_params["id"]
-        manager.status(process_id)  # 404 before 400
+        known(process_id)  # 404 before 400
         raw = request.query_params.get("tail", "100")
         if not raw.isascii() or not raw.isdigit():
             return error(400, f"tail must be a non-negative integer, got {raw!r}")
@@ -209,6 +230,7 @@ def create_app(
         Route("/api/processes/{id}/restart", guarded(restart), methods=["POST"]),
         Route("/api/processes/{id}/signal", guarded(send_signal), methods=["POST"]),
         Route("/api/processes/{id}/wait", guarded(wait), methods=["POST"]),
+        Route("/api/processes/{id}/scale", guarded(scale), methods=["POST"]),
         Route("/api/processes/{id}/logs", guarded(logs), methods=["GET"]),
         Route("/api/processes/{id}/logs/stream", guarded(stream), methods=["GET"]),
         Route("/api/events", guarded(events), methods=["GET"]),
@@ -290,6 +312,9 @@ def openapi_document(*, secured: bool, ids: list[str] | None = None) -> dict[str
         ref_template=ref,
     )
 
+    # a group id (SPEC §9) answers with its replicas' statuses
+    one_or_group: dict[str, Any] = {"anyOf": [status, statuses]}
+
     def answer(schema: dict[str, Any], description: str) -> dict[str, Any]:
         return {"description": description, "content": {"application/json": {"schema": schema}}}
 
@@ -312,7 +337,10 @@ def openapi_document(*, secured: bool, ids: list[str] | None = None) -> dict[str
             "post": {
                 "summary": summary,
                 "parameters": [process_id],
-                "responses": {"200": answer(status, "the status afterwards"), **fail},
+                "responses": {
+                    "200": answer(one_or_group, "the status afterwards (a group: a list)"),
+                    **fail,
+                },
             }
         }
 
@@ -338,7 +366,7 @@ def openapi_document(*, secured: bool, ids: list[str] | None = None) -> dict[str
             "get": {
                 "summary": "One process",
                 "parameters": [process_id],
-                "responses": {"200": answer(status, "its status"), **fail},
+                "responses": {"200": answer(one_or_group, "its status (a group: a list)"), **fail},
             }
         },
         "/api/processes/{id}/start": command("Start; answers once spawned (or failed)"),
@@ -362,7 +390,7 @@ def openapi_document(*, secured: bool, ids: list[str] | None = None) -> dict[str
                     },
                 ],
                 "responses": {
-                    "200": answer(status, "the status (the signal is sent)"),
+                    "200": answer(one_or_group, "the status (the signal is sent)"),
                     "400": answer(err, "not a signal name, or one this platform cannot send"),
                     "409": answer(err, "the process is not running"),
                     **fail,
@@ -388,9 +416,29 @@ def openapi_document(*, secured: bool, ids: list[str] | None = None) -> dict[str
                     },
                 ],
                 "responses": {
-                    "200": answer(status, "the status, ready"),
+                    "200": answer(one_or_group, "the status, ready"),
                     "400": answer(err, "timeout is not a duration"),
                     "409": answer(err, "not ready in time, or no longer trying"),
+                    **fail,
+                },
+            }
+        },
+        "/api/processes/{id}/scale": {
+            "post": {
+                "summary": "Run N replicas of a group (SPEC §9); answers once the new ones "
+                "are spawned and the removed ones' trees are gone",
+                "parameters": [
+                    process_id,
+                    {
+                        "name": "replicas",
+                        "in": "query",
+                        "required": True,
+                        "schema": {"type": "integer", "minimum": 0},
+                    },
+                ],
+                "responses": {
+                    "200": answer(statuses, "the group's statuses"),
+                    "400": answer(err, "not a count, or a process without replicas"),
                     **fail,
                 },
             }

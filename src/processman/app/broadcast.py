@@ -30,8 +30,9 @@ SUBSCRIBER_CAPACITY = 10_000
 class Subscription:
     """One live reader of one process's output."""
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, *, named: bool = False) -> None:
         self._capacity = capacity
+        self._named = named  # a group's: each line names its replica
         self._entries: deque[LogEntry] = deque()
         self._dropped = 0
         self._ready = anyio.Event()
@@ -46,7 +47,8 @@ class Subscription:
             kept = [] if self._dropped else lines[: max(room, 0)]
             self._dropped += len(lines) - len(kept)
             lines = kept
-        self._entries.extend(LogEntry(batch.time, batch.stream, line) for line in lines)
+        process = batch.process if self._named else None
+        self._entries.extend(LogEntry(batch.time, batch.stream, line, process) for line in lines)
         self._ready.set()
 
     def close(self) -> None:
@@ -74,30 +76,46 @@ class Subscription:
 class LogHub:
     """A ``LogSink`` that hands every batch to the subscribers of its process."""
 
-    def __init__(self, capacity: int = SUBSCRIBER_CAPACITY) -> None:
+    def __init__(
+        self,
+        capacity: int = SUBSCRIBER_CAPACITY,
+        group_of: Callable[[str], str | None] | None = None,
+    ) -> None:
         self._capacity = capacity
         self._subscribers: dict[str, set[Subscription]] = {}
+        self._group_subscribers: dict[str, set[Subscription]] = {}
+        self._group_of = group_of  # a replica's group id
 
     def write(self, batch: LogBatch) -> None:
         """Fan the batch out; a no-op when nobody listens."""
         for subscription in self._subscribers.get(batch.process, ()):
             subscription.push(batch)
+        if self._group_subscribers and self._group_of is not None:
+            group = self._group_of(batch.process)
+            for subscription in self._group_subscribers.get(group or "", ()):
+                subscription.push(batch)
 
     def close(self) -> None:
         """The manager has shut down: end every subscription once it has its last lines."""
-        for subscriptions in self._subscribers.values():
-            for subscription in subscriptions:
-                subscription.close()
+        for table in (self._subscribers, self._group_subscribers):
+            for subscriptions in table.values():
+                for subscription in subscriptions:
+                    subscription.close()
 
     @contextmanager
-    def subscribe(self, process_id: str) -> Iterator[Subscription]:
-        """Receive the process's lines from now on, until the block ends."""
-        subscription = Subscription(self._capacity)
-        self._subscribers.setdefault(process_id, set()).add(subscription)
+    def subscribe(self, process_id: str, *, group: bool = False) -> Iterator[Subscription]:
+        """Receive the process's lines (``group``: every replica's of the group, replicas
+        added meanwhile included, each line naming its replica) from now on, until the
+        block ends."""
+        subscription = Subscription(self._capacity, named=group)
+        table = self._group_subscribers if group else self._subscribers
+        table.setdefault(process_id, set()).add(subscription)
         try:
             yield subscription
         finally:
-            self._subscribers[process_id].discard(subscription)
+            table[process_id].discard(subscription)
+            if not table[process_id]:
+                del table[process_id]
 
     def subscriber_count(self, process_id: str) -> int:
         """How many subscribers a process has (for tests and metrics)."""

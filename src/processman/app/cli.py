@@ -42,6 +42,7 @@ from processman.domain.errors import (
 )
 from processman.domain.model import CONTROL_SOCKET, Config, Probe, ProbeKind, ProcessSpec
 from processman.domain.ordering import dependencies, graph_of
+from processman.domain.replicas import instance, member_ids
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
@@ -168,6 +169,16 @@ def build_parser() -> argparse.ArgumentParser:
     wait.add_argument(
         "--timeout", default="60s", metavar="D", help="how long to wait, e.g. 30s or 2m (60s)"
     )
+    scale = command(
+        "scale",
+        "run N replicas of a process",
+        "Run N replicas of a process that has `replicas` in its config: new ones start, "
+        "the highest-numbered ones stop and go; print the group's statuses once the new "
+        "ones are spawned and the removed ones' trees are gone.",
+        "  processman scale web 4\n  processman scale web 0      # keep the group, run none",
+    )
+    scale.add_argument("id", metavar="ID", help="the process (a group of replicas)")
+    scale.add_argument("replicas", metavar="N", help="how many replicas (0 or more)")
     logs = command(
         "logs",
         "print processes' recent output",
@@ -475,8 +486,18 @@ def check(path: str | None) -> int:
     if config.logs.dir and (problem := logs_dir_problem(config.logs.dir)):
         where = f"cannot write logs to {config.logs.dir}"
         print(f"warning: {where}: {problem} (run would refuse to start)")
-    for spec in config.processes:
-        print(spec.id)
+    for group in config.processes:
+        print(group.id)
+        spec = group
+        if group.replicas is not None:
+            ids = member_ids(group)
+            shown = f"{ids[0]} ... {ids[-1]}" if len(ids) > 2 else ", ".join(ids) or "none"
+            print(f"  replicas:    {group.replicas} ({shown}; below: the first's)")
+            spec = instance(group, 0)
+        if group.port is not None:
+            print(f"  port:        {group.port} (PORT; a replica's: plus its index)")
+        for address in group.sockets:
+            print(f"  socket:      {address} (listened on by processman, passed as an fd)")
         missing = False
         try:
             argv, interpreter = resolve_here(spec)
@@ -566,6 +587,10 @@ def client_command(args: argparse.Namespace) -> int:
             return _act(client, args.command, args.ids, {})
         if args.command == "signal":
             return _act(client, "signal", args.ids, {"signal": args.signal})
+        if args.command == "scale":
+            answer = client.post(f"/api/processes/{_quote(args.id)}/scale", replicas=args.replicas)
+            print(format_table(answer))
+            return EXIT_OK
         if args.command == "wait":
             try:
                 seconds = parse_duration(args.timeout)
@@ -629,8 +654,8 @@ def _act(client: ApiClient, action: str, ids: list[str], query: dict[str, object
     """One command on many processes, in parallel; the statuses, then each refusal."""
     from concurrent.futures import ThreadPoolExecutor
 
-    if "all" in ids:
-        ids = [status["id"] for status in client.get("/api/processes")]
+    if "all" in ids:  # each process of the config: a group restarts rolling
+        ids = [status.get("group") or status["id"] for status in client.get("/api/processes")]
     ids = list(dict.fromkeys(ids))
 
     def one(process_id: str) -> list[dict[str, Any]] | ApiError:
@@ -666,13 +691,21 @@ def _logs(client: ApiClient, ids: list[str], count: int, follow: bool) -> int:
     if count < 0:
         return _fail("-n must be 0 or more", EXIT_REFUSED)
     # every id, in config order: the colours are the console's, whichever are shown
-    every = [status["id"] for status in client.get("/api/processes")]
+    statuses = client.get("/api/processes")
+    every = [status["id"] for status in statuses]
     wanted = list(dict.fromkeys(ids)) or every
-    printer = _LinePrinter(wanted if len(wanted) > 1 or not ids else [], every)
+    replicas: dict[str, list[str]] = {}  # a group's lines are prefixed with each replica
+    for status in statuses:
+        if status.get("replica") is not None:
+            replicas.setdefault(status["group"], []).append(status["id"])
+    shown = [member for pid in wanted for member in replicas.get(pid, [pid])]
+    prefixed = len(wanted) > 1 or not ids or any(pid in replicas for pid in wanted)
+    printer = _LinePrinter(shown if prefixed else [], every)
     backlog = []
     for process_id in wanted:
         for entry in client.get(f"/api/processes/{_quote(process_id)}/logs", tail=count):
-            backlog.append((entry.get("time", ""), process_id, entry))
+            # a group's lines name their replica
+            backlog.append((entry.get("time", ""), entry.get("process", process_id), entry))
     backlog.sort(key=lambda item: item[0])  # stable: each process's own order is kept
     for _, process_id, entry in backlog:
         printer.print(process_id, entry)
@@ -722,7 +755,7 @@ def _follow(client: ApiClient, ids: list[str], printer: _LinePrinter) -> int:
             if ended == len(ids):
                 print(f"[processman: {record['reason']}]", file=sys.stderr)
         else:
-            printer.print(process_id, record)
+            printer.print(record.get("process", process_id), record)
     return EXIT_OK
 
 

@@ -21,6 +21,7 @@ from processman.adapters.clock import AnyioClock
 from processman.adapters.logs import FileSink, LoguruSink, RingBufferSink
 from processman.adapters.notify import NotifySocket
 from processman.adapters.probes import NetworkProber
+from processman.adapters.sockets import SocketBinder
 from processman.adapters.spawn_linux import LinuxSpawner
 from processman.adapters.spawn_posix import PosixSpawner
 from processman.adapters.spawn_windows import WindowsSpawner
@@ -66,6 +67,7 @@ class Container(containers.DeclarativeContainer):
 
     # made only when a process's ready probe is notify
     notifier = providers.Factory(NotifySocket)
+    listeners = providers.Factory(SocketBinder)
 
     spawner = providers.Selector(
         providers.Callable(platform_family),

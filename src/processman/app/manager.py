@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import math
 import os
 from contextlib import AbstractContextManager, AsyncExitStack
@@ -28,15 +29,15 @@ from processman.domain.ordering import (
     Graph,
     dependencies,
     dependents,
-    graph_of,
+    expand_groups,
     needs_start,
     stop_layers,
     unmet,
     waiting_reason,
 )
+from processman.domain.replicas import instance, instances, member_ids
 
 if TYPE_CHECKING:
-    import builtins
     from collections.abc import Awaitable, Callable, Iterable, Sequence
     from types import TracebackType
 
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
     from processman.domain.ports import (
         Clock,
         FileWatcher,
+        Listeners,
         LogBuffer,
         LogEntry,
         LogSink,
@@ -94,10 +96,17 @@ class ProcessManager:
         self._prober: Prober = prober if prober is not None else self.container.prober()
         self.ring_buffer: LogBuffer = self.container.ring_buffer()
         extra = list(log_sinks) if log_sinks is not None else self.container.log_sinks()
-        self._hub = LogHub()
+        self._hub = LogHub(group_of=self._group_of)
         self._sinks: list[LogSink] = [self.ring_buffer, self._hub, *extra]
         self._environ = dict(os.environ if environ is None else environ)
-        self._runners: dict[str, ProcessRunner] = {}
+        self._runners: dict[str, ProcessRunner] = {}  # by instance id
+        #: each process of the config (a group's template), in config order
+        self._groups: dict[str, ProcessSpec] = {spec.id: spec for spec in config.processes}
+        #: each group's instance ids, replicas by index (a single process: its own id)
+        self._members: dict[str, builtins.list[str]] = {}
+        self._group_locks: dict[str, anyio.Lock] = {}  # made in the event loop
+        self._listeners: Listeners = self.container.listeners()
+        self._socket_fds: dict[str, tuple[int, ...]] = {}  # by group, once opened
         self._statuses = StatusHub(self._every_status)
         self._recheck_wanted = False
         self._rechecking = False
@@ -121,9 +130,13 @@ class ProcessManager:
             stack.push_async_callback(_shielded, self._prober.aclose)
             tg = self._tg = await stack.enter_async_context(anyio.create_task_group())
             stack.callback(self._end_lingering_tasks, tg)  # last of all
+            stack.callback(self._close_sockets)  # after the shutdown: every child is gone
             stack.push_async_callback(self._shutdown)
             for spec in self.config.processes:
-                self._runners[spec.id] = self._new_runner(spec, tg)
+                self._members[spec.id] = []
+                for one in instances(spec):
+                    self._runners[one.id] = self._new_runner(one, tg)
+                    self._members[spec.id].append(one.id)
             if any(spec.notifies for spec in self.config.processes):
                 self._open_notifier(tg)
             # a dependency of an autostart process starts with it, autostart or not
@@ -191,46 +204,148 @@ class ProcessManager:
             waiting_for=self._waiting_for,
             prober=self._prober,
             notify_path=self._notify_path,
+            listen_fds=self._listen_fds,
         )
 
-    async def add_process(self, spec: ProcessSpec) -> ProcessStatus:
-        """Supervise one more process while running (what scaling and reloading do);
-        start it if it is ``autostart``; return its status once spawned (or failed).
+    def _group_of(self, process_id: str) -> str | None:
+        runner = self._runners.get(process_id)
+        return runner.spec.group if runner is not None else None
+
+    def _listen_fds(self, spec: ProcessSpec) -> tuple[int, ...]:
+        """The group's listening sockets, opened at its first spawn and kept open (all its
+        replicas share them); an address that cannot be bound is a ``SpawnError``."""
+        group = spec.group_id
+        fds = self._socket_fds.get(group)
+        if fds is None:
+            opened: builtins.list[int] = []
+            try:
+                for address in spec.sockets:
+                    opened.append(self._listeners.open(address))
+            except BaseException:
+                for fd in opened:
+                    self._listeners.close(fd)
+                raise
+            fds = self._socket_fds[group] = tuple(opened)
+        return fds
+
+    def _close_sockets(self, group: str | None = None) -> None:
+        for fd in self._socket_fds.pop(group, ()) if group else ():
+            self._listeners.close(fd)
+        if group is None:
+            self._socket_fds.clear()
+            self._listeners.close_all()
+
+    async def add_process(self, spec: ProcessSpec) -> ProcessStatus | builtins.list[ProcessStatus]:
+        """Supervise one more process (with ``replicas``, a group) while running (what
+        reloading does); start it if it is ``autostart``; return its status (a group's:
+        its replicas') once spawned (or failed).
 
         Raises:
-            ValueError: a process has this id already.
+            ValueError: a process has this id, or one of its replica ids, already.
             NotRunningError: the manager is not running, or shuts down.
         """
         if self._stack is None or self._tg is None:
             raise NotRunningError("the ProcessManager is not running: nothing is added")
-        if spec.id in self._runners:
-            raise ValueError(f"a process has the id {spec.id!r} already")
-        if spec.notifies and self._notifier is None:
-            self._open_notifier(self._tg)
-        runner = self._runners[spec.id] = self._new_runner(spec, self._tg)
+        taken = [i for i in [spec.id, *member_ids(spec)] if i in self._runners or i in self._groups]
+        if taken:
+            raise ValueError(f"a process has the id {taken[0]!r} already")
+        self._groups[spec.id] = spec
+        self._members[spec.id] = []
         self._set_processes()
-        self._status_changed(runner)
-        if spec.autostart:
-            await runner.start()
-        runner.start_watching()
-        return runner.status()
+        await self._add_instances(spec, instances(spec))
+        return self._answer(spec.id)
+
+    async def _add_instances(self, group: ProcessSpec, specs: Sequence[ProcessSpec]) -> None:
+        """New runners for ``specs`` (instances of ``group``), started as a start request
+        would start them when the group is ``autostart``."""
+        assert self._tg is not None
+        if group.notifies and self._notifier is None:
+            self._open_notifier(self._tg)
+        added = []
+        for spec in specs:
+            runner = self._runners[spec.id] = self._new_runner(spec, self._tg)
+            self._members[group.id].append(spec.id)
+            self._status_changed(runner)
+            added.append(runner)
+        if group.autostart:
+            await _each(added, lambda runner: self._start_one(runner.spec.id))
+        for runner in added:
+            runner.start_watching()
 
     async def remove_process(self, process_id: str) -> None:
-        """Stop a process (return once its tree is gone) and forget it: its id is
-        unknown afterwards; its buffered lines stay until another takes the id."""
-        runner = self._runner(process_id)
-        await runner.close()
-        await runner.output.wait_drained()
-        runner.stop_watching()
-        if self._runners.get(process_id) is runner:
-            del self._runners[process_id]
-            self._set_processes()
-            self._statuses.publish(StatusEvent("removed", process_id))
+        """Stop a process (a group: all its replicas; return once every tree is gone) and
+        forget it: its ids are unknown afterwards; buffered lines stay until another
+        takes the id.
+
+        Raises:
+            UnknownProcessError: no process of the config has this id (a replica is
+                removed by ``scale``).
+        """
+        self._require_entered()
+        if process_id not in self._groups:
+            raise UnknownProcessError(process_id)
+        async with self._group_lock(process_id):
+            await self._remove_instances(process_id, builtins.list(self._members[process_id]))
+            if process_id in self._groups:
+                del self._groups[process_id]
+                del self._members[process_id]
+                self._close_sockets(process_id)
+                self._set_processes()
+
+    async def _remove_instances(self, group: str, ids: Sequence[str]) -> None:
+        runners = [self._runners[i] for i in ids]
+        await _each(runners, ProcessRunner.close)
+        for runner in runners:
+            await runner.output.wait_drained()
+            runner.stop_watching()
+            process_id = runner.spec.id
+            if self._runners.get(process_id) is runner:
+                del self._runners[process_id]
+                self._members[group].remove(process_id)
+                self._statuses.publish(StatusEvent("removed", process_id))
 
     def _set_processes(self) -> None:
-        specs = tuple(runner.spec for runner in self._runners.values())
+        specs = tuple(self._groups.values())
         self.config = msgspec.structs.replace(self.config, processes=specs)
         self._with_dependencies = any(spec.depends_on for spec in specs)
+
+    def _group_lock(self, group: str) -> anyio.Lock:
+        """Serialises a group's scale and rolling restart."""
+        lock = self._group_locks.get(group)
+        if lock is None:
+            lock = self._group_locks[group] = anyio.Lock()
+        return lock
+
+    async def scale(self, process_id: str, replicas: int) -> builtins.list[ProcessStatus]:
+        """Run ``replicas`` instances of a group (SPEC §9): new ones start as a start
+        request would start them, the highest-numbered ones are stopped and removed;
+        return the group's statuses once the new ones are spawned and the removed ones'
+        trees are gone.
+
+        Raises:
+            UnknownProcessError: no process has this id.
+            ValueError: the process has no ``replicas`` in its config, or the count is
+                not an integer of 0 or more.
+        """
+        self._require_entered()
+        spec = self._groups.get(process_id)
+        if spec is None:
+            raise UnknownProcessError(process_id)
+        if spec.replicas is None:
+            raise ValueError(f"set replicas in the config to scale {process_id!r}")
+        if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 0:
+            raise ValueError(f"replicas must be an integer of 0 or more, got {replicas!r}")
+        async with self._group_lock(process_id):
+            spec = self._groups[process_id]
+            members = self._members[process_id]
+            have = len(members)
+            spec = self._groups[process_id] = msgspec.structs.replace(spec, replicas=replicas)
+            self._set_processes()
+            if replicas > have:
+                await self._add_instances(spec, [instance(spec, i) for i in range(have, replicas)])
+            elif replicas < have:
+                await self._remove_instances(process_id, members[replicas:])
+        return self.group(process_id)
 
     def events(self) -> StatusStream:
         """Status changes: first a ``status`` event for every process, then one each time
@@ -273,18 +388,27 @@ class ProcessManager:
             self._rechecking = False
 
     def _waiting_for(self, spec: ProcessSpec) -> str | None:
-        """What ``spec`` waits for (SPEC §8), or None when every dependency is met."""
-        states = {
-            dep: self._runners[dep].dep_state() for dep in spec.depends_on if dep in self._runners
-        }
-        missing = unmet(spec.depends_on, states)
+        """What ``spec`` waits for (SPEC §8), or None when every dependency is met (a
+        group's: every replica's)."""
+        depends_on = expand_groups(spec.depends_on, self._members)
+        states = {dep: self._runners[dep].dep_state() for dep in depends_on if dep in self._runners}
+        missing = unmet(depends_on, states)
         return waiting_reason(missing, states) if missing else None
 
     def _graph(self) -> Graph:
-        return graph_of(runner.spec for runner in self._runners.values())
+        """The dependencies between instances: a group's dependents depend on each of
+        its replicas."""
+        return {
+            process_id: expand_groups(runner.spec.depends_on, self._members)
+            for process_id, runner in self._runners.items()
+        }
 
     def _every_status(self) -> builtins.list[ProcessStatus]:
-        return [runner.status() for runner in self._runners.values()]
+        return self.list()
+
+    def _in_order(self) -> builtins.list[ProcessRunner]:
+        """Every runner, in config order, a group's replicas by index."""
+        return [self._runners[i] for members in self._members.values() for i in members]
 
     async def _shutdown(self) -> None:
         with anyio.CancelScope(shield=True):
@@ -323,14 +447,50 @@ class ProcessManager:
         return self._runner(process_id).status()
 
     def list(self) -> builtins.list[ProcessStatus]:
-        """The status of every process, in config order."""
+        """The status of every process, in config order (each replica of a group)."""
         self._require_entered()
-        return [runner.status() for runner in self._runners.values()]
+        return [runner.status() for runner in self._in_order()]
+
+    def group(self, group_id: str) -> builtins.list[ProcessStatus]:
+        """The statuses of a group's replicas, by index (of a single process: its own).
+
+        Raises:
+            UnknownProcessError: no process of the config has this id.
+        """
+        self._require_entered()
+        if group_id not in self._members:
+            raise UnknownProcessError(group_id)
+        return [self._runners[i].status() for i in self._members[group_id]]
+
+    def is_group(self, process_id: str) -> bool:
+        """Whether ``process_id`` names a process with ``replicas`` (its commands act on
+        every replica and answer with a list)."""
+        spec = self._groups.get(process_id)
+        return spec is not None and spec.replicas is not None
+
+    def _answer(self, process_id: str) -> ProcessStatus | builtins.list[ProcessStatus]:
+        return self.group(process_id) if self.is_group(process_id) else self.status(process_id)
+
+    def _targets(self, process_id: str) -> builtins.list[ProcessRunner]:
+        """The runners a command on ``process_id`` acts on: a group's replicas, or one."""
+        self._require_entered()
+        if self.is_group(process_id):
+            return [self._runners[i] for i in self._members[process_id]]
+        return [self._runner(process_id)]
 
     def logs(self, process_id: str, tail: int = 100) -> builtins.list[LogEntry]:
-        """The last ``tail`` buffered lines of a process, oldest first."""
-        self._runner(process_id)
-        return self.ring_buffer.tail(process_id, tail)
+        """The last ``tail`` buffered lines of a process, oldest first (a group's: of all
+        its replicas in time order, each line naming its replica)."""
+        if not self.is_group(process_id):
+            self._runner(process_id)
+            return self.ring_buffer.tail(process_id, tail)
+        merged = [
+            msgspec.structs.replace(entry, process=runner.spec.id)
+            for runner in self._targets(process_id)
+            for entry in self.ring_buffer.tail(runner.spec.id, tail)
+        ]
+        merged.sort(key=lambda entry: entry.time)  # stable: a replica's order is kept
+        return merged[-tail:] if tail else []
 
     def subscribe(self, process_id: str) -> AbstractContextManager[Subscription]:
         """Live lines of a process (across restarts) while the ``with`` block runs.
@@ -345,10 +505,12 @@ class ProcessManager:
             UnknownProcessError: no process has this id.
             NotRunningError: the manager is not running (no line would ever come).
         """
-        self._runner(process_id)
+        group = self.is_group(process_id)
+        if not group:
+            self._runner(process_id)
         if self._stack is None:
             raise NotRunningError("the ProcessManager has shut down: no more lines will come")
-        return self._hub.subscribe(process_id)
+        return self._hub.subscribe(process_id, group=group)
 
     async def wait_for_status(self, process_id: str, *statuses: Status | str) -> ProcessStatus:
         """Wait until the process is in one of ``statuses``; wrap in ``anyio.fail_after``."""
@@ -357,13 +519,19 @@ class ProcessManager:
 
     # --- commands -------------------------------------------------------------------
 
-    async def start(self, process_id: str) -> ProcessStatus:
+    async def start(self, process_id: str) -> ProcessStatus | builtins.list[ProcessStatus]:
         """Start a process; return its status once it is spawned (or failed), or at once
         with status ``waiting`` while its dependencies do not meet their conditions.
 
         Its dependencies (transitively) that are stopped, crashed, or exited without
-        meeting their condition are started first (SPEC §8).
+        meeting their condition are started first (SPEC §8). A group's replicas start
+        together, and the answer is their statuses.
         """
+        targets = self._targets(process_id)
+        await _each(targets, lambda runner: self._start_one(runner.spec.id))
+        return self._answer(process_id)
+
+    async def _start_one(self, process_id: str) -> ProcessStatus:
         runner = self._runner(process_id)
         graph = self._graph()
         needed = dependencies([process_id], graph)[:-1]
@@ -378,29 +546,71 @@ class ProcessManager:
                 await self._runners[dep].start()
         return await runner.start()
 
-    async def stop(self, process_id: str) -> ProcessStatus:
-        """Stop a process, and first every process that depends on it (dependents first);
-        return once every tree is gone."""
-        runner = self._runner(process_id)
-        await self._stop_dependents(process_id)
-        return await runner.stop()
+    async def stop(self, process_id: str) -> ProcessStatus | builtins.list[ProcessStatus]:
+        """Stop a process (a group: every replica at once), and first every process that
+        depends on it (dependents first); return once every tree is gone."""
+        targets = self._targets(process_id)
+        await self._stop_dependents([runner.spec.id for runner in targets])
+        await _each(targets, ProcessRunner.stop)
+        return self._answer(process_id)
 
-    async def restart(self, process_id: str) -> ProcessStatus:
+    async def restart(self, process_id: str) -> ProcessStatus | builtins.list[ProcessStatus]:
         """Stop (if running) and start a process; return once the new instance is spawned.
 
         Its dependents are stopped first, and started again afterwards: they wait until
-        it meets their conditions.
+        it meets their conditions. A group restarts *rolling* (``rolling_restart``).
         """
+        if self.is_group(process_id):
+            return await self.rolling_restart(process_id)
         runner = self._runner(process_id)
-        stopped = await self._stop_dependents(process_id)
+        stopped = await self._stop_dependents([process_id])
         status = await runner.restart()
         for dependent in reversed(stopped):  # dependencies of theirs first
             await self._runners[dependent].start()
         return status
 
-    async def _stop_dependents(self, process_id: str) -> builtins.list[str]:
-        """Stop what depends on ``process_id`` in layers; the ids that were active."""
-        order = dependents(process_id, self._graph())
+    async def rolling_restart(self, process_id: str) -> builtins.list[ProcessStatus]:
+        """Restart a group's replicas one at a time, each new instance ready (SPEC §8)
+        before the next is stopped, so that the others serve meanwhile; return the
+        group's statuses.
+
+        The group's dependents are left running: it never stops serving as a whole. A
+        new instance that does not become ready (it exits, backs off, or its
+        ``readyTimeout`` passes) ends the roll there, the replicas not yet restarted
+        still serving the old code.
+        """
+        self._require_entered()
+        if process_id not in self._members:
+            raise UnknownProcessError(process_id)
+        async with self._group_lock(process_id):
+            for member in builtins.list(self._members.get(process_id, ())):
+                runner = self._runners.get(member)
+                if runner is None:
+                    continue
+                await runner.restart()
+                if not await self._became_ready(runner):
+                    break
+        return self.group(process_id)
+
+    async def _became_ready(self, runner: ProcessRunner) -> bool:
+        """Wait until ``runner``'s new instance is ready; False once it no longer runs."""
+        async with self.events() as stream:
+            async for _ in stream:
+                state = runner.state.status
+                if runner.status().ready:
+                    return True
+                if state not in (Status.STARTING, Status.RUNNING):
+                    return False
+        return False
+
+    async def _stop_dependents(self, process_ids: builtins.list[str]) -> builtins.list[str]:
+        """Stop what depends on ``process_ids`` in layers; the ids that were active."""
+        graph = self._graph()
+        found: builtins.list[str] = []
+        for process_id in process_ids:
+            found += [d for d in dependents(process_id, graph) if d not in found]
+        order = [node for layer in stop_layers(graph) for node in layer if node in found]
+        order = [node for node in order if node not in process_ids]
         active = [
             dependent
             for dependent in order
@@ -412,18 +622,28 @@ class ProcessManager:
             await _each([self._runners[i] for i in layer], ProcessRunner.stop)
         return active
 
-    async def signal(self, process_id: str, signal: str) -> ProcessStatus:
-        """Send ``signal`` (``"HUP"`` or ``"SIGHUP"``) to the whole tree of a running process;
-        return its status.
+    async def signal(
+        self, process_id: str, signal: str
+    ) -> ProcessStatus | builtins.list[ProcessStatus]:
+        """Send ``signal`` (``"HUP"`` or ``"SIGHUP"``) to the whole tree of a running process
+        (a group: of each running replica); return its status.
 
         Raises:
             UnknownProcessError: no process has this id.
-            ProcessNotRunningError: it is not running.
+            ProcessNotRunningError: it is not running (a group: none of its replicas).
             ValueError: not a signal name, or one the platform cannot send.
         """
         name = normalise_signal(signal)
         await anyio.lowlevel.checkpoint()
-        return self._runner(process_id).signal(name)
+        targets = self._targets(process_id)
+        if not self.is_group(process_id):
+            return targets[0].signal(name)
+        running = [r for r in targets if r.state.status in (Status.STARTING, Status.RUNNING)]
+        if not running:
+            return targets[0].signal(name) if targets else self.group(process_id)
+        for runner in running:
+            runner.signal(name)
+        return self.group(process_id)
 
     async def wait_ready(
         self,
@@ -438,8 +658,7 @@ class ProcessManager:
                 ``exited`` or ``crashed`` (it is no longer trying); the message names it
                 and its last error.
         """
-        for process_id in process_ids:
-            self._runner(process_id)
+        process_ids = tuple(r.spec.id for i in process_ids for r in self._targets(i))
         given_up = (Status.STOPPED, Status.EXITED, Status.CRASHED)
         with anyio.move_on_after(timeout if timeout is not None else math.inf) as scope:
             async with self.events() as stream:
@@ -483,11 +702,19 @@ async def _each(
     runners: Iterable[ProcessRunner],
     command: Callable[[ProcessRunner], Awaitable[object]],
 ) -> None:
-    """Run one command on many runners in parallel."""
+    """Run one command on many runners in parallel; the first error of a command is
+    raised as itself (a refused start is a ``NotRunningError``, not a group of them)."""
+    runners = builtins.list(runners)
+    if len(runners) == 1:
+        await command(runners[0])
+        return
 
     async def one(runner: ProcessRunner) -> None:
         await command(runner)
 
-    async with anyio.create_task_group() as tg:
-        for runner in runners:
-            tg.start_soon(one, runner)
+    try:
+        async with anyio.create_task_group() as tg:
+            for runner in runners:
+                tg.start_soon(one, runner)
+    except ExceptionGroup as group:
+        raise group.exceptions[0] from None

@@ -29,6 +29,7 @@ from processman.domain.model import ProbeKind, ProcessSpec, ProcessStatus, Statu
 from processman.domain.ordering import DepState
 from processman.domain.ports import SpawnRequest, WatchRequest
 from processman.domain.reload_loop import ReloadLoop
+from processman.domain.replicas import listen_environment
 from processman.domain.state import (
     Await,
     CancelRetry,
@@ -94,8 +95,10 @@ class ProcessRunner:
         waiting_for: Callable[[ProcessSpec], str | None] | None = None,
         prober: Prober | None = None,
         notify_path: Callable[[], str | None] | None = None,
+        listen_fds: Callable[[ProcessSpec], tuple[int, ...]] | None = None,
     ) -> None:
         self.spec = spec
+        self._listen_fds = listen_fds
         self._prober = prober
         self._notify_path = notify_path
         self._probes: InstanceProbes | None = None
@@ -277,8 +280,19 @@ class ProcessRunner:
                 # as systemd's WatchdogSec=: WATCHDOG_PID is the child's own, set after the fork
                 env["WATCHDOG_USEC"] = str(round(health.period * 1_000_000))
                 pid_env = ("WATCHDOG_PID",)
+            pass_fds: tuple[int, ...] = ()
+            if self.spec.sockets and self._listen_fds is not None:
+                # socket activation (sd_listen_fds): fds 3, 4, ... and LISTEN_PID, its own
+                pass_fds = self._listen_fds(self.spec)
+                env.update(listen_environment(self.spec.sockets))
+                pid_env = (*pid_env, "LISTEN_PID")
             request = SpawnRequest(
-                process_id=self.spec.id, argv=argv, cwd=self.spec.cwd, env=env, pid_env=pid_env
+                process_id=self.spec.id,
+                argv=argv,
+                cwd=self.spec.cwd,
+                env=env,
+                pass_fds=pass_fds,
+                pid_env=pid_env,
             )
             handle = await self._spawner.spawn(request)
         except SpawnError as exc:

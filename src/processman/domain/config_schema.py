@@ -60,6 +60,9 @@ class RawProcess(_Raw, frozen=True):
     ready_timeout: Duration = "60s"
     health: RawProbe | None = None
     depends_on: list[str] | dict[str, str] = []
+    replicas: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    port: int | None = None
+    sockets: list[str] = []
 
 
 class RawApi(_Raw, frozen=True):

@@ -143,6 +143,20 @@ class ProcessSpec(msgspec.Struct, frozen=True, kw_only=True):
     ready_timeout: float = 60.0
     health: Probe | None = None
     depends_on: dict[str, Condition] = msgspec.field(default_factory=dict)
+    #: a group's number of replicas (SPEC §9); None: a single instance
+    replicas: int | None = None
+    #: ``PORT`` of the first instance; each replica gets this plus its index
+    port: int | None = None
+    #: addresses processman listens on and hands to every instance (SPEC §9)
+    sockets: tuple[str, ...] = ()
+    #: set on a replica: its group's id and its index (``replicas.instance``)
+    group: str | None = None
+    replica: int | None = None
+
+    @property
+    def group_id(self) -> str:
+        """The group this instance belongs to: its own id when it has no replicas."""
+        return self.group if self.group is not None else self.id
 
     @property
     def notifies(self) -> bool:
@@ -165,6 +179,10 @@ class ProcessSpec(msgspec.Struct, frozen=True, kw_only=True):
             raise ValueError("command is empty")
         if self.command is not None and self.interpreter is not None:
             raise ValueError("interpreter applies to script only, not to command")
+        if self.replicas is not None and self.replicas < 0:
+            raise ValueError("replicas must be 0 or more")
+        if self.port is not None and not 0 < self.port < 65536:
+            raise ValueError("port must be 1-65535")
         if self.max_retries < -1:
             raise ValueError("maxRetries must be -1 (unlimited) or more")
         for name in (
@@ -226,18 +244,33 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     source: str = "<config>"
 
     def __post_init__(self) -> None:
+        from processman.domain.replicas import member_ids  # replicas imports this module
+
         seen: set[str] = set()
         for spec in self.processes:
             if spec.id in seen:
                 raise ValueError(f"duplicate process id {spec.id!r}")
             seen.add(spec.id)
+        instances: set[str] = set()
+        for spec in self.processes:
+            for member in member_ids(spec) if spec.replicas is not None else ():
+                if member in seen or member in instances:
+                    raise ValueError(f"replica id {member!r} of {spec.id!r} is taken")
+                instances.add(member)
+        seen |= instances
         for spec in self.processes:
             unknown = [dep for dep in spec.depends_on if dep not in seen]
             if unknown:
                 raise ValueError(f"{spec.id} depends on unknown process {unknown[0]!r}")
         from processman.domain.ordering import find_cycle  # ordering imports this module
 
-        cycle = find_cycle({spec.id: spec.depends_on for spec in self.processes})
+        group_of = {member: spec.id for spec in self.processes for member in member_ids(spec)}
+        cycle = find_cycle(
+            {
+                spec.id: {group_of.get(dep, dep): None for dep in spec.depends_on}
+                for spec in self.processes
+            }
+        )
         if cycle:
             raise ValueError("dependency cycle " + " -> ".join(cycle))
 
@@ -264,3 +297,5 @@ class ProcessStatus(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     dev_mode: bool
     ready: bool = False
     notify_status: str = ""
+    group: str = ""
+    replica: int | None = None

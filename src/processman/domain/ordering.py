@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from processman.domain.model import Condition, Status
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Iterable, Mapping, Sequence
 
     from processman.domain.model import ProcessSpec
 
@@ -165,3 +165,15 @@ def stop_layers(graph: Mapping[str, Mapping[str, object]]) -> list[list[str]]:
         for deps in remaining.values():
             deps.difference_update(layer)
     return layers
+
+
+def expand_groups(
+    depends_on: Mapping[str, Condition], members: Mapping[str, Sequence[str]]
+) -> dict[str, Condition]:
+    """``depends_on`` over instances: a group's id becomes each of its replicas' ids (a
+    group scaled to none, nothing: its condition holds for all of none)."""
+    expanded: dict[str, Condition] = {}
+    for dep, condition in depends_on.items():
+        for member in members.get(dep, (dep,)):
+            expanded[member] = condition
+    return expanded

@@ -110,6 +110,23 @@ class Notifier(Protocol):
 
 
 @runtime_checkable
+class Listeners(Protocol):
+    """Listening sockets processman owns and passes to children (SPEC §9)."""
+
+    def open(self, address: str) -> int:
+        """Bind and listen on ``address``; its fd. Raises ``SpawnError`` naming it."""
+        ...
+
+    def close(self, fd: int) -> None:
+        """Close one that ``open`` returned."""
+        ...
+
+    def close_all(self) -> None:
+        """Close every one still open."""
+        ...
+
+
+@runtime_checkable
 class Spawner(Protocol):
     """Starts processes."""
 
@@ -150,12 +167,13 @@ class LogSink(Protocol):
         ...
 
 
-class LogEntry(msgspec.Struct, frozen=True):
-    """One buffered line, as the API serves it."""
+class LogEntry(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One buffered line, as the API serves it; lines of a group name their replica."""
 
     time: datetime
     stream: StreamName
     line: str
+    process: str | None = None
 
 
 @runtime_checkable
@@ -193,15 +211,29 @@ class ProcessControl(Protocol):
         """One status; raises UnknownProcessError."""
         ...
 
-    async def start(self, process_id: str) -> ProcessStatus:
-        """Start; return once spawned or failed."""
+    def group(self, group_id: str) -> builtins.list[ProcessStatus]:
+        """A group's replicas' statuses; raises UnknownProcessError."""
         ...
 
-    async def stop(self, process_id: str) -> ProcessStatus:
-        """Stop; return once the tree is gone."""
+    def is_group(self, process_id: str) -> bool:
+        """Whether the id names a process with ``replicas``."""
         ...
 
-    async def signal(self, process_id: str, signal: str) -> ProcessStatus:
+    async def scale(self, process_id: str, replicas: int) -> builtins.list[ProcessStatus]:
+        """Run that many replicas; ValueError without ``replicas`` or for a bad count."""
+        ...
+
+    async def start(self, process_id: str) -> ProcessStatus | builtins.list[ProcessStatus]:
+        """Start; return once spawned or failed (a group: a list, one per replica)."""
+        ...
+
+    async def stop(self, process_id: str) -> ProcessStatus | builtins.list[ProcessStatus]:
+        """Stop; return once the tree is gone (a group: a list, one per replica)."""
+        ...
+
+    async def signal(
+        self, process_id: str, signal: str
+    ) -> ProcessStatus | builtins.list[ProcessStatus]:
         """Send ``signal`` to a running process's whole tree."""
         ...
 
@@ -213,7 +245,7 @@ class ProcessControl(Protocol):
         """Wait until the processes are ready (``NotReadyError`` otherwise)."""
         ...
 
-    async def restart(self, process_id: str) -> ProcessStatus:
+    async def restart(self, process_id: str) -> ProcessStatus | builtins.list[ProcessStatus]:
         """Restart; return once the new instance is spawned."""
         ...
 

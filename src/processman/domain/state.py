@@ -374,6 +374,8 @@ def snapshot(state: State, spec: ProcessSpec, argv: tuple[str, ...], now: float)
         dev_mode=spec.dev_mode,
         ready=state.status is Status.RUNNING and (spec.ready is None or state.ready),
         notify_status=state.notify_status,
+        group=spec.group_id,
+        replica=spec.replica,
     )
 
 
