@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 import schemathesis
-from schemathesis.specs.openapi.checks import positive_data_acceptance
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from processman.adapters.api_client import ApiClient
 from processman.domain.errors import ApiUnreachableError
