@@ -8,6 +8,7 @@ import contextlib
 import os
 import re
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -354,3 +355,54 @@ command = ["{sys.executable}", "{TESTDATA / "echo.py"}"]
         run.send_signal(signal.SIGTERM)
         _, err = run.communicate(timeout=20)
     assert "--only: also running db (needed by what --only names)" in err
+
+
+def test_a_group_from_the_command_line(tmp_path: Path) -> None:
+    port = _free_port()
+    config = tmp_path / "processman.toml"
+    config.write_text(
+        f"""
+[[processes]]
+id = "web"
+command = ["{sys.executable}", "{TESTDATA / "fd_server.py"}"]
+replicas = 2
+sockets = ["127.0.0.1:{port}"]
+ready = {{ logLine = "serving" }}
+stopTimeout = "2s"
+
+[[processes]]
+id = "echo"
+command = ["{sys.executable}", "{TESTDATA / "echo.py"}"]
+
+[logs]
+dir = "logs"
+"""
+    )
+    checked = cli("check", str(config), cwd=tmp_path)
+    assert checked.returncode == 0, checked.stderr
+    assert "replicas:    2 (web-0, web-1; below: the first's)" in checked.stdout
+    assert f"socket:      127.0.0.1:{port}" in checked.stdout
+    with supervising(config):
+        assert list(rows(cli("status", cwd=tmp_path).stdout)) == ["web-0", "web-1", "echo"]
+        assert list(rows(cli("status", "web", cwd=tmp_path).stdout)) == ["web-0", "web-1"]
+        scaled = cli("scale", "web", "3", cwd=tmp_path)
+        assert scaled.returncode == 0, scaled.stderr
+        assert [v[1] for v in rows(scaled.stdout).values()] == ["running"] * 3
+        before = rows(cli("status", "web", cwd=tmp_path).stdout)
+        rolled = cli("restart", "web", cwd=tmp_path)
+        assert rolled.returncode == 0, rolled.stderr
+        after = rows(rolled.stdout)
+        assert all(after[i][2] != before[i][2] for i in ("web-0", "web-1", "web-2"))
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\n\r\n")
+            assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+        for args, message in [
+            (("scale", "web", "x"), "replicas must be an integer of 0 or more, got 'x'"),
+            (("scale", "echo", "2"), "set replicas in the config to scale 'echo'"),
+            (("scale", "ghost", "2"), "unknown process id 'ghost'"),
+        ]:
+            refused = cli(*args, cwd=tmp_path)
+            assert refused.returncode == 1 and refused.stderr.strip().endswith(message)
+        logs = cli("logs", "web", cwd=tmp_path).stdout
+        assert " web-0 | serving" in logs and " web-2 | serving" in logs, logs
+        assert (tmp_path / "logs" / "web-1.log").read_text().count("serving") == 2

@@ -450,3 +450,44 @@ async def test_openapi_schemas_come_from_the_types() -> None:
     assert set(schemas["LogEntry"]["properties"]) == {"time", "stream", "line", "process"}
     assert document["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
     assert document["paths"]["/api/health"]["get"]["security"] == []
+
+
+async def test_group_ids_and_scale_over_http() -> None:
+    web = script("web", "long_running.py", replicas=2)
+    async with api(make_config(web, script("echo", "echo.py"))) as (manager, client):
+        group = (await client.get("/api/processes/web")).json()
+        assert [(s["id"], s["group"], s["replica"]) for s in group] == [
+            ("web-0", "web", 0),
+            ("web-1", "web", 1),
+        ]
+        one = (await client.get("/api/processes/web-1")).json()
+        assert one["id"] == "web-1" and one["replica"] == 1
+        assert (await client.get("/api/processes/echo")).json()["replica"] is None
+        scaled = await client.post("/api/processes/web/scale", params={"replicas": "3"})
+        assert scaled.status_code == 200
+        assert [s["status"] for s in scaled.json()] == ["running"] * 3
+        old = manager.status("web-2").pid
+        stopped = await client.post("/api/processes/web/stop")
+        assert [s["status"] for s in stopped.json()] == ["stopped"] * 3
+        assert old is not None and not pid_alive(old)
+        waited = await client.post("/api/processes/web/start")
+        assert len(waited.json()) == 3
+        ready = await client.post("/api/processes/web/wait", params={"timeout": "10s"})
+        assert ready.status_code == 200 and all(s["ready"] for s in ready.json())
+        logs = (await client.get("/api/processes/web/logs")).json()
+        assert {entry["process"] for entry in logs} <= {"web-0", "web-1", "web-2"}
+        for params, code, message in [
+            ({"replicas": "-1"}, 400, "replicas must be an integer of 0 or more, got '-1'"),
+            ({"replicas": "1.5"}, 400, "replicas must be an integer of 0 or more, got '1.5'"),
+            ({}, 400, "give the number of replicas: ?replicas=N"),
+        ]:
+            answer = await client.post("/api/processes/web/scale", params=params)
+            assert (answer.status_code, answer.json()) == (code, {"error": message})
+        refused = await client.post("/api/processes/echo/scale", params={"replicas": "2"})
+        assert refused.status_code == 400
+        assert refused.json() == {"error": "set replicas in the config to scale 'echo'"}
+        missing = await client.post("/api/processes/nope/scale", params={"replicas": "2"})
+        assert missing.status_code == 404
+        down = await client.post("/api/processes/web/scale", params={"replicas": "0"})
+        assert down.json() == [] and (await client.get("/api/processes/web-0")).status_code == 404
+        assert [s["id"] for s in (await client.get("/api/processes")).json()] == ["echo"]

@@ -706,7 +706,14 @@ replicas = 0
     first, second = instances(web)
     assert second.id == "web-1" and second.group == "web" and second.replica == 1
     assert second.command == (
-        "uvicorn", "app:app", "--fd", "3", "--name", "web-1", "--port", "8001"
+        "uvicorn",
+        "app:app",
+        "--fd",
+        "3",
+        "--name",
+        "web-1",
+        "--port",
+        "8001",
     )
     assert first.env == {"SLOT": "web/0"}
     assert one.command == ("serve", "--port", "7000", "--id", "one") and one.replicas is None

@@ -141,7 +141,13 @@ class ProcessManager:
                 self._open_notifier(tg)
             # a dependency of an autostart process starts with it, autostart or not
             wanted = dependencies(
-                [spec.id for spec in self.config.processes if spec.autostart], self._graph()
+                [
+                    i
+                    for spec in self.config.processes
+                    if spec.autostart
+                    for i in self._members[spec.id]
+                ],
+                self._graph(),
             )
             autostart = [self._runners[process_id] for process_id in wanted]
             await _each(autostart, ProcessRunner.start)
