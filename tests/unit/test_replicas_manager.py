@@ -300,9 +300,11 @@ async def test_a_file_change_in_development_mode_restarts_every_replica_at_once(
     async with manager(spec, spawner=spawner, watcher=watcher) as m:
         await anyio.wait_all_tasks_blocked()
         before = {s.id: s.pid for s in m.list()}
-        watcher.emit("/src/app.py")
-        with anyio.fail_after(5):
-            while not all(s.restart_count == 1 and s.status is Status.RUNNING for s in m.list()):
-                await anyio.sleep(0.01)
+        async with m.events() as stream:
+            watcher.emit("/src/app.py")
+            with anyio.fail_after(5):
+                async for _ in stream:
+                    if all(s.restart_count == 1 and s.status is Status.RUNNING for s in m.list()):
+                        break
         assert all(s.pid != before[s.id] for s in m.list())
         assert stopping == {"web-0", "web-1", "web-2"}
