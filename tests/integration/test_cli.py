@@ -238,10 +238,8 @@ def test_run_until_signal_then_clean_exit(tmp_path: Path, sig: signal.Signals) -
     assert "Traceback" not in err
 
 
-@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGQUIT])
-def test_a_hangup_or_quit_stops_every_process_as_sigterm_does(
-    tmp_path: Path, sig: signal.Signals
-) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGQUIT])
+def test_a_quit_stops_every_process_as_sigterm_does(tmp_path: Path, sig: signal.Signals) -> None:
     # without a handler run died at once, and its guardian SIGKILLed the children
     config = tmp_path / "processman.toml"
     config.write_text(
@@ -257,6 +255,29 @@ def test_a_hangup_or_quit_stops_every_process_as_sigterm_does(
     assert proc.returncode == 0, seen + rest
     assert f"{sig.name} received: stopping every process" in rest
     assert "slow | cleaning up" in rest  # its stopSignal reached it
+    assert "slow | stopped" in rest and not pid_alive(child)
+
+
+def test_a_hangup_reloads_the_config_and_a_bad_one_changes_nothing(tmp_path: Path) -> None:
+    # SPEC §10: SIGHUP reloads (supervisord, nginx); a closed terminal no longer stops run
+    config = tmp_path / "processman.toml"
+    slow = f"[[processes]]\nid = 'slow'\ncommand = [{sys.executable!r}, {str(TESTDATA / 'slow_exit.py')!r}]\n"
+    echo = f"[[processes]]\nid = 'echo'\ncommand = [{sys.executable!r}, {str(TESTDATA / 'echo.py')!r}]\n"
+    config.write_text(slow)
+    with running(config, preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL)) as proc:
+        seen = _read_until(proc, "slow | ready")
+        child = int(seen.split("slow | running (pid ")[1].split(")")[0])
+        config.write_text(slow + "colour = 1\n")
+        proc.send_signal(signal.SIGHUP)
+        bad = _read_until(proc, "SIGHUP: the config was not reloaded")
+        assert "processes[0].colour: unknown key" in bad
+        config.write_text(slow + echo)
+        proc.send_signal(signal.SIGHUP)
+        _read_until(proc, "SIGHUP: config reloaded: added echo", "echo | running")
+        assert pid_alive(child)  # unchanged: never touched
+        proc.send_signal(signal.SIGTERM)
+        _, rest = proc.communicate(timeout=15)
+    assert proc.returncode == 0, rest
     assert "slow | stopped" in rest and not pid_alive(child)
 
 

@@ -406,3 +406,29 @@ dir = "logs"
         logs = cli("logs", "web", cwd=tmp_path).stdout
         assert " web-0 | serving" in logs and " web-2 | serving" in logs, logs
         assert (tmp_path / "logs" / "web-1.log").read_text().count("serving") == 2
+
+
+def test_reload_from_the_command_line(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    original = config.read_text()
+    with supervising(config):
+        before = rows(cli("status", cwd=tmp_path).stdout)
+        config.write_text(original.replace('id = "chatty"', 'id = "talker"'))
+        reloaded = cli("reload", cwd=tmp_path)
+        assert reloaded.returncode == 0, reloaded.stderr
+        assert reloaded.stdout.splitlines() == [
+            "added:     talker",
+            "removed:   chatty",
+            "changed:   -",
+            "unchanged: echo, tree",
+        ]
+        after = rows(cli("status", cwd=tmp_path).stdout)
+        assert list(after) == ["echo", "tree", "talker"]
+        assert after["echo"][2] == before["echo"][2] and not pid_alive(int(before["chatty"][2]))
+        config.write_text(original + "\n[[processes]]\nid = 'x'\n")
+        bad = cli("reload", cwd=tmp_path)
+        assert bad.returncode == 2
+        assert (
+            bad.stderr.strip() == f"processman: {config}: processes[3]: needs `script` or `command`"
+        )
+        assert list(rows(cli("status", cwd=tmp_path).stdout)) == ["echo", "tree", "talker"]

@@ -6,6 +6,7 @@ import io
 import json
 import re
 import socket
+import sys
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -23,11 +24,12 @@ import processman
 from processman import ProcessManager
 from processman.adapters.http import ApiServer, create_app
 from processman.domain.model import ApiSettings, Config, LogSettings
-from tests.conftest import pid_alive
+from tests.conftest import TESTDATA, pid_alive
 from tests.integration.helpers import script, wait_until
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
+    from pathlib import Path
 
     from starlette.requests import Request
 
@@ -491,3 +493,53 @@ async def test_group_ids_and_scale_over_http() -> None:
         down = await client.post("/api/processes/web/scale", params={"replicas": "0"})
         assert down.json() == [] and (await client.get("/api/processes/web-0")).status_code == 404
         assert [s["id"] for s in (await client.get("/api/processes")).json()] == ["echo"]
+
+
+async def test_reload_over_http(tmp_path: Path) -> None:
+    from processman import load_config
+
+    def entry(process_id: str, *extra: str) -> str:
+        return (
+            f"[[processes]]\nid = '{process_id}'\n"
+            f"command = [{sys.executable!r}, {str(TESTDATA / 'echo.py')!r}]\n" + "".join(extra)
+        )
+
+    path = tmp_path / "processman.toml"
+    path.write_text(entry("keep") + entry("gone") + entry("change"))
+    async with api(load_config(path)) as (manager, client):
+        kept = manager.status("keep").pid
+        gone = manager.status("gone").pid
+        path.write_text(entry("keep") + entry("change", "env = { V = '2' }\n") + entry("new"))
+        answer = await client.post("/api/reload")
+        assert answer.status_code == 200, answer.text
+        assert answer.json() == {
+            "added": ["new"],
+            "removed": ["gone"],
+            "changed": ["change"],
+            "unchanged": ["keep"],
+            "warnings": [],
+        }
+        assert manager.status("keep").pid == kept
+        assert gone is not None and not pid_alive(gone)
+        assert (await client.get("/api/processes/gone")).status_code == 404
+        assert [s["id"] for s in (await client.get("/api/processes")).json()] == [
+            "keep",
+            "change",
+            "new",
+        ]
+        path.write_text(entry("keep") + "colour = 1\n")
+        bad = await client.post("/api/reload")
+        assert bad.status_code == 400
+        assert bad.json() == {"error": f"{path}: processes[0].colour: unknown key 'colour'"}
+        path.unlink()
+        missing = await client.post("/api/reload")
+        assert missing.status_code == 400 and str(path) in missing.json()["error"]
+        assert [s.id for s in manager.list()] == ["keep", "change", "new"]  # all ran on
+        assert manager.status("keep").pid == kept
+
+
+async def test_reload_of_a_config_made_in_python_says_so() -> None:
+    async with api(make_config(script("echo", "echo.py"))) as (_, client):
+        answer = await client.post("/api/reload")
+    assert answer.status_code == 400
+    assert answer.json() == {"error": "<config>: not read from a file: pass the new config"}

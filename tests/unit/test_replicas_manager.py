@@ -308,3 +308,76 @@ async def test_a_file_change_in_development_mode_restarts_every_replica_at_once(
                         break
         assert all(s.pid != before[s.id] for s in m.list())
         assert stopping == {"web-0", "web-1", "web-2"}
+
+
+# --- reload (SPEC §10) ---------------------------------------------------------------
+
+
+def single(process_id: str, **values: object) -> ProcessSpec:
+    return ProcessSpec(id=process_id, cwd="/", command=(process_id,), **values)  # type: ignore[arg-type]
+
+
+async def test_a_reload_touches_only_what_changed() -> None:
+    spawner = FakeSpawner()
+    old = (single("keep"), single("change"), single("idle", autostart=False), single("gone"))
+    async with manager(*old, spawner=spawner) as m:
+        await m.stop("gone")
+        kept = m.status("keep")
+        changed_pid = m.status("change").pid
+        gone_process = next(p for p in spawner.processes if p.request.process_id == "gone")
+        new = Config(
+            processes=(
+                single("added"),
+                single("keep"),
+                single("change", env={"V": "2"}),
+                single("idle", autostart=False, env={"V": "2"}),
+            )
+        )
+        plan = await m.reload(new)
+        assert (plan.added, plan.removed, plan.changed, plan.unchanged) == (
+            ["added"],
+            ["gone"],
+            ["change", "idle"],
+            ["keep"],
+        )
+        assert m.status("keep").pid == kept.pid and m.status("keep").start_time == kept.start_time
+        assert m.status("change").pid != changed_pid
+        assert spawner.last.request.process_id in ("added", "change")
+        assert {r.env.get("V") for r in spawner.requests if r.process_id == "change"} == {
+            None,
+            "2",
+        }
+        assert m.status("idle").status is Status.STOPPED  # changed, not active: kept stopped
+        assert m.status("added").status is Status.RUNNING
+        with pytest.raises(UnknownProcessError):
+            m.status("gone")
+        assert gone_process.code is not None
+        assert [s.id for s in m.list()] == ["added", "keep", "change", "idle"]
+        assert [s.id for s in m.config.processes] == ["added", "keep", "change", "idle"]
+        await m.start("idle")
+        assert spawner.last.request.env["V"] == "2"  # the new spec at its next start
+
+
+async def test_a_reload_scales_a_replicas_change_and_rolls_a_changed_group() -> None:
+    spawner = FakeSpawner()
+    async with manager(web(replicas=2), spawner=spawner) as m:
+        before = {s.id: s.pid for s in m.list()}
+        plan = await m.reload(Config(processes=(web(replicas=3),)))
+        assert plan.changed == ["web"] and plan.scaled == ["web"]
+        assert [s.id for s in m.list()] == ["web-0", "web-1", "web-2"]
+        assert {s.id: s.pid for s in m.list()[:2]} == before  # scaled, not restarted
+        plan = await m.reload(Config(processes=(web(replicas=1, env={"V": "2"}),)))
+        assert plan.changed == ["web"] and plan.scaled == []
+        assert [s.id for s in m.list()] == ["web-0"]
+        assert spawner.last.request.env["V"] == "2" and m.status("web-0").pid != before["web-0"]
+
+
+async def test_a_depends_on_change_alone_restarts_nothing() -> None:
+    spawner = FakeSpawner()
+    async with manager(single("db"), single("app"), spawner=spawner) as m:
+        pid = m.status("app").pid
+        new = Config(processes=(single("db"), single("app", depends_on={"db": Condition.READY})))
+        plan = await m.reload(new)
+        assert plan.respecified == ["app"] and m.status("app").pid == pid
+        await m.stop("db")  # the new dependency is in force: its dependent stops first
+        assert m.status("app").status is Status.STOPPED

@@ -24,6 +24,7 @@ from starlette.routing import Route
 from processman._version import __version__
 from processman.domain.durations import parse_duration
 from processman.domain.errors import (
+    ConfigError,
     NotReadyError,
     NotRunningError,
     ProcessNotRunningError,
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 
     from anyio.abc import TaskStatus
 
+    from processman.domain.model import Config
     from processman.domain.ports import LogSubscription
 
 #: Seconds between ``: keep-alive`` comments on an idle log stream.
@@ -86,6 +88,7 @@ def create_app(
     token: str | None = None,
     keepalive: float = KEEPALIVE_SECONDS,
     auth: bool = True,
+    read_config: Callable[[], Config] | None = None,
 ) -> Starlette:
     """The control API for ``manager``.
 
@@ -96,6 +99,10 @@ def create_app(
         keepalive: seconds between keep-alive comments on log streams.
         auth: False where the transport itself admits only the owner (the control
             socket, mode 0600): no token is asked for.
+        read_config: what ``POST /api/reload`` applies (``processman run`` reads its
+            file again, ``--only`` and ``--api`` applied); by default the file the
+            manager's config came from (``manager.reload()``). It raises ``ConfigError``
+            for a bad config.
     """
     expected = token if token is not None else manager.config.api.token
     expected_bytes = expected.encode() if expected and auth else None
@@ -174,6 +181,22 @@ def create_app(
             return error(409, str(exc))
         return json_response(statuses if manager.is_group(process_id) else statuses[0])
 
+    async def reload(request: Request) -> Response:
+        try:
+            config = await anyio.to_thread.run_sync(read_config) if read_config else None
+            plan = await manager.reload(config)
+        except ConfigError as exc:
+            return error(400, str(exc))
+        return json_response(
+            ReloadReply(
+                added=plan.added,
+                removed=plan.removed,
+                changed=plan.changed,
+                unchanged=plan.unchanged,
+                warnings=plan.warnings,
+            )
+        )
+
     async def scale(request: Request) -> Response:
         process_id = request.path_params["id"]
         known(process_id)  # 404 before 400
@@ -234,6 +257,7 @@ def create_app(
         Route("/api/processes/{id}/logs", guarded(logs), methods=["GET"]),
         Route("/api/processes/{id}/logs/stream", guarded(stream), methods=["GET"]),
         Route("/api/events", guarded(events), methods=["GET"]),
+        Route("/api/reload", guarded(reload), methods=["POST"]),
         Route("/openapi.json", openapi, methods=["GET"]),
     ]
 
@@ -272,6 +296,16 @@ async def _events(
             if dropped:
                 chunk += b"event: gap\ndata: " + _encode(Gap(dropped)) + b"\n\n"
             yield chunk
+
+
+class ReloadReply(msgspec.Struct, frozen=True, kw_only=True):
+    """The answer of ``POST /api/reload`` (SPEC §10): ids in config order."""
+
+    added: list[str]
+    removed: list[str]
+    changed: list[str]
+    unchanged: list[str]
+    warnings: list[str]
 
 
 class Removed(msgspec.Struct, frozen=True):

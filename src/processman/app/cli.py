@@ -39,13 +39,14 @@ from processman.domain.errors import (
     ApiUnreachableError,
     ConfigError,
     InterpreterNotFoundError,
+    NotRunningError,
 )
 from processman.domain.model import CONTROL_SOCKET, Config, Probe, ProbeKind, ProcessSpec
 from processman.domain.ordering import dependencies, graph_of
 from processman.domain.replicas import instance, member_ids
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Sequence
+    from collections.abc import AsyncIterator, Callable, Sequence
 
     from loguru import Logger
 
@@ -79,11 +80,14 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser(
         "run",
         help="supervise the processes of a config in the foreground",
-        description="Start every autostart process and keep them alive until SIGINT or "
-        "SIGTERM (or SIGHUP or SIGQUIT, unless started ignoring them, as under nohup), then "
-        f"stop them all. The API is served on {CONTROL_SOCKET} beside the config (only its "
-        "owner may connect), so that client commands run in that directory or below it "
-        "find it. Exit 0 after a clean shutdown, 2 on a bad config or when that config is "
+        description="Start every autostart process and keep them alive until SIGINT, "
+        "SIGTERM or SIGQUIT (unless started ignoring it, as under nohup), then stop them "
+        "all. SIGHUP reloads the config (as `processman reload` does) instead of stopping: "
+        "a terminal that closes does not stop run (it ends with the session, or run it "
+        "under a service manager). The API is served on "
+        f"{CONTROL_SOCKET} beside the config (only its owner may connect), so that "
+        "client commands run in that directory or below it find it. Exit 0 after a "
+        "clean shutdown, 2 on a bad config or when that config is "
         "supervised already.",
         epilog="example:\n  processman run                 # then, in another terminal: "
         "processman status\n  processman run --api 127.0.0.1:9876 --only web,worker",
@@ -179,6 +183,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     scale.add_argument("id", metavar="ID", help="the process (a group of replicas)")
     scale.add_argument("replicas", metavar="N", help="how many replicas (0 or more)")
+    command(
+        "reload",
+        "apply the edited config of a running supervisor",
+        "Read the config file of `processman run` again and apply what changed: added "
+        "processes start, removed ones stop, changed ones restart with their new spec, "
+        "unchanged ones are left alone (SPEC §10); print what it did. A bad config changes "
+        "nothing: its error is printed and the exit is 2.",
+        "  processman reload\n  kill -HUP $(pidof processman)    # the same, by signal",
+    )
     logs = command(
         "logs",
         "print processes' recent output",
@@ -273,9 +286,9 @@ def _bind(host: str, port: int) -> socket.socket:
 
 # SPEC's two, then two that keep an ignore inherited from the shell (absent on Windows)
 _STOPPING = (signal.SIGINT, signal.SIGTERM)
-_ALSO_STOPPING = tuple(
-    getattr(signal, name) for name in ("SIGHUP", "SIGQUIT") if hasattr(signal, name)
-)
+_ALSO_STOPPING = tuple(getattr(signal, name) for name in ("SIGQUIT",) if hasattr(signal, name))
+#: SPEC §10: SIGHUP reloads the config (absent on Windows)
+_RELOADING = tuple(getattr(signal, name) for name in ("SIGHUP",) if hasattr(signal, name))
 
 
 def run(path: str | None, *, only: str | None = None, api: str | None = None) -> int:
@@ -325,7 +338,7 @@ def run(path: str | None, *, only: str | None = None, api: str | None = None) ->
         logger.bind(process="processman", stream="manager").warning(no_control)
     _enough_descriptors(len(config.processes))
     try:
-        anyio.run(_supervise, config, token, sock, control)
+        anyio.run(_supervise, config, token, sock, control, lambda: _load(path, only, api))
     except ConfigError as exc:  # found at start-up, e.g. a logs.dir that cannot be written
         return _fail(str(exc))
     finally:
@@ -381,18 +394,19 @@ async def _supervise(
     token: str | None,
     sock: socket.socket | None,
     control: ControlSocket | None,
+    read_config: Callable[[], Config],
 ) -> None:
     log = logger.bind(process="processman", stream="manager")
-    # SIGHUP (the terminal closed) and SIGQUIT stop the processes as SIGTERM does: without a
-    # handler run died at once, and the guardian SIGKILLed every child. One of them that run
-    # was started ignoring (nohup, a background job) stays ignored. All four are caught
+    # SIGQUIT stops the processes as SIGTERM does; SIGHUP reloads (SPEC §10). Without a
+    # handler run died at once, and the guardian SIGKILLed every child. One of them that
+    # run was started ignoring (nohup, a background job) stays ignored. All are caught
     # before the first spawn, so children start with them at their defaults, however run
     # was started; tested.
-    ignored = {s for s in _ALSO_STOPPING if signal.getsignal(s) is signal.SIG_IGN}
-    with anyio.open_signal_receiver(*_STOPPING, *_ALSO_STOPPING) as signals:
+    ignored = {s for s in (*_ALSO_STOPPING, *_RELOADING) if signal.getsignal(s) is signal.SIG_IGN}
+    with anyio.open_signal_receiver(*_STOPPING, *_ALSO_STOPPING, *_RELOADING) as signals:
         manager = ProcessManager(config, container=run_container(config))
         server = None
-        on_socket = _ControlServer(manager, control) if control is not None else None
+        on_socket = _ControlServer(manager, control, read_config) if control is not None else None
         async with anyio.create_task_group() as tg:
             async with anyio.create_task_group() as impatient:
                 async with manager:
@@ -401,12 +415,18 @@ async def _supervise(
                     if sock is not None:
                         from processman.adapters.http import ApiServer, create_app  # API only
 
-                        server = ApiServer(create_app(manager, token=token))
+                        server = ApiServer(
+                            create_app(manager, token=token, read_config=read_config)
+                        )
                         await tg.start(server.serve, sock)
                         log.info("API on {}", config.api.base_url)
                     if on_socket is not None:
                         tg.start_soon(on_socket.serve)
-                    name = await _next_stop(signals, ignored, log)
+
+                    def reload() -> None:
+                        tg.start_soon(_reload_on_hup, manager, read_config, log)
+
+                    name = await _next_stop(signals, ignored, log, reload)
                     log.info("{} received: stopping every process (again to kill them)", name)
                     impatient.start_soon(_kill_on_next_stop, manager, signals, ignored, log)
                 impatient.cancel_scope.cancel()
@@ -426,9 +446,12 @@ class _ControlServer:
     nobody asks pays nothing for it.
     """
 
-    def __init__(self, manager: ProcessManager, control: ControlSocket) -> None:
+    def __init__(
+        self, manager: ProcessManager, control: ControlSocket, read_config: Callable[[], Config]
+    ) -> None:
         self._manager = manager
         self._control = control
+        self._read_config = read_config
         self._server: Any = None
         self._stopped = False
         self._waiting = anyio.CancelScope()
@@ -441,7 +464,9 @@ class _ControlServer:
             return
         from processman.adapters.http import ApiServer, create_app
 
-        self._server = ApiServer(create_app(self._manager, auth=False))
+        self._server = ApiServer(
+            create_app(self._manager, auth=False, read_config=self._read_config)
+        )
         await self._server.serve(self._control.socket)
 
     def stop(self) -> None:
@@ -452,13 +477,42 @@ class _ControlServer:
             self._server.stop()
 
 
-async def _next_stop(signals: AsyncIterator[int], ignored: set[int], log: Logger) -> str:
-    """Wait for a signal that stops run (not one it was started ignoring); its name."""
+async def _next_stop(
+    signals: AsyncIterator[int],
+    ignored: set[int],
+    log: Logger,
+    on_reload: Callable[[], object] | None = None,
+) -> str:
+    """Wait for a signal that stops run (not one it was started ignoring); its name.
+    SIGHUP calls ``on_reload`` (ignored without one: run is stopping)."""
     while True:
         name = signal.Signals(received := await anext(signals)).name
-        if received not in ignored:
+        if received in ignored:
+            log.info("{} received: ignored, as when processman started", name)
+        elif received in _RELOADING:
+            if on_reload is None:
+                log.info("{} received while stopping: no reload", name)
+            else:
+                on_reload()
+        else:
             return name
-        log.info("{} received: ignored, as when processman started", name)
+
+
+async def _reload_on_hup(
+    manager: ProcessManager, read_config: Callable[[], Config], log: Logger
+) -> None:
+    """SIGHUP: read the config again and apply it; one line either way."""
+    try:
+        config = await anyio.to_thread.run_sync(read_config)
+        plan = await manager.reload(config)
+    except ConfigError as exc:
+        log.error("SIGHUP: the config was not reloaded: {}", exc)
+        return
+    except NotRunningError:
+        return  # stopping meanwhile
+    done = (("added", plan.added), ("removed", plan.removed), ("changed", plan.changed))
+    changes = [f"{key} {', '.join(ids)}" for key, ids in done if ids]
+    log.info("SIGHUP: config reloaded: {}", "; ".join(changes) or "nothing changed")
 
 
 async def _kill_on_next_stop(
@@ -587,6 +641,8 @@ def client_command(args: argparse.Namespace) -> int:
             return _act(client, args.command, args.ids, {})
         if args.command == "signal":
             return _act(client, "signal", args.ids, {"signal": args.signal})
+        if args.command == "reload":
+            return _reload(client)
         if args.command == "scale":
             answer = client.post(f"/api/processes/{_quote(args.id)}/scale", replicas=args.replicas)
             print(format_table(answer))
@@ -681,6 +737,20 @@ def _act(client: ApiClient, action: str, ids: list[str], query: dict[str, object
             _fail(f"{client.base_url}: {result.message}", EXIT_REFUSED)
             code = max(code, EXIT_REFUSED)
     return code
+
+
+def _reload(client: ApiClient) -> int:
+    try:
+        plan = client.post("/api/reload")
+    except ApiError as exc:
+        if exc.status == 400:  # the config's error: file and field
+            return _fail(exc.message, EXIT_BAD_CONFIG)
+        raise
+    for key in ("added", "removed", "changed", "unchanged"):
+        print(f"{key + ':':<10} {', '.join(plan[key]) or '-'}")
+    for warning in plan["warnings"]:
+        print(f"warning: {warning}", file=sys.stderr)
+    return EXIT_OK
 
 
 def _quote(process_id: str) -> str:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from dependency_injector import containers, providers
 
 from processman.adapters.clock import AnyioClock
+from processman.adapters.config import load_config
 from processman.adapters.logs import FileSink, LoguruSink, RingBufferSink
 from processman.adapters.notify import NotifySocket
 from processman.adapters.probes import NetworkProber
@@ -68,6 +69,8 @@ class Container(containers.DeclarativeContainer):
     # made only when a process's ready probe is notify
     notifier = providers.Factory(NotifySocket)
     listeners = providers.Factory(SocketBinder)
+    # what ``ProcessManager.reload()`` reads a config file with
+    config_loader = providers.Object(load_config)
 
     spawner = providers.Selector(
         providers.Callable(platform_family),
@@ -87,8 +90,12 @@ class Container(containers.DeclarativeContainer):
     # (no loguru sink would take them, and each costs a loguru call).
     loguru_records = providers.Object(True)
 
+    file_sink = providers.Singleton(
+        FileSink.from_settings, config.provided.logs, config.provided.source
+    )
+    # what a reload makes a new file sink with, for new [logs] settings
+    file_sink_for = providers.Object(FileSink.from_settings)
+
     log_sinks = providers.Callable(
-        _sinks,
-        providers.Callable(_loguru_sink, loguru_records),
-        providers.Singleton(FileSink.from_settings, config.provided.logs, config.provided.source),
+        _sinks, providers.Callable(_loguru_sink, loguru_records), file_sink
     )

@@ -6,7 +6,7 @@ import builtins
 import math
 import os
 from contextlib import AbstractContextManager, AsyncExitStack
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import anyio
 import anyio.lowlevel
@@ -17,8 +17,14 @@ from loguru import logger
 from processman.app.broadcast import LogHub, StatusEvent, StatusHub, StatusStream, Subscription
 from processman.app.container import Container
 from processman.app.runner import ProcessRunner
-from processman.domain.errors import NotReadyError, NotRunningError, UnknownProcessError
+from processman.domain.errors import (
+    ConfigError,
+    NotReadyError,
+    NotRunningError,
+    UnknownProcessError,
+)
 from processman.domain.model import (
+    IN_MEMORY,
     Config,
     ProcessSpec,
     ProcessStatus,
@@ -35,6 +41,7 @@ from processman.domain.ordering import (
     unmet,
     waiting_reason,
 )
+from processman.domain.reload import ReloadPlan, plan_reload
 from processman.domain.replicas import instance, instances, member_ids
 
 if TYPE_CHECKING:
@@ -54,6 +61,8 @@ if TYPE_CHECKING:
         Prober,
         Spawner,
     )
+
+T = TypeVar("T")
 
 #: After every tree is gone, how long the output readers get to drain the pipes.
 DRAIN_GRACE = 1.0
@@ -96,6 +105,9 @@ class ProcessManager:
         self._prober: Prober = prober if prober is not None else self.container.prober()
         self.ring_buffer: LogBuffer = self.container.ring_buffer()
         extra = list(log_sinks) if log_sinks is not None else self.container.log_sinks()
+        #: the container's file sink, which a reload with new [logs] settings replaces
+        self._file_sink: LogSink | None = self.container.file_sink() if log_sinks is None else None
+        self._own_file_sink = log_sinks is None
         self._hub = LogHub(group_of=self._group_of)
         self._sinks: list[LogSink] = [self.ring_buffer, self._hub, *extra]
         self._environ = dict(os.environ if environ is None else environ)
@@ -105,6 +117,7 @@ class ProcessManager:
         #: each group's instance ids, replicas by index (a single process: its own id)
         self._members: dict[str, builtins.list[str]] = {}
         self._group_locks: dict[str, anyio.Lock] = {}  # made in the event loop
+        self._reload_lock: anyio.Lock | None = None
         self._listeners: Listeners = self.container.listeners()
         self._socket_fds: dict[str, tuple[int, ...]] = {}  # by group, once opened
         self._statuses = StatusHub(self._every_status)
@@ -255,15 +268,24 @@ class ProcessManager:
         taken = [i for i in [spec.id, *member_ids(spec)] if i in self._runners or i in self._groups]
         if taken:
             raise ValueError(f"a process has the id {taken[0]!r} already")
+        runners = self._add_group(spec)
+        await self._start_added(spec, runners)
+        return self._answer(spec.id)
+
+    def _add_group(self, spec: ProcessSpec) -> builtins.list[ProcessRunner]:
         self._groups[spec.id] = spec
         self._members[spec.id] = []
         self._set_processes()
-        await self._add_instances(spec, instances(spec))
-        return self._answer(spec.id)
+        return self._new_instances(spec, instances(spec))
 
     async def _add_instances(self, group: ProcessSpec, specs: Sequence[ProcessSpec]) -> None:
         """New runners for ``specs`` (instances of ``group``), started as a start request
         would start them when the group is ``autostart``."""
+        await self._start_added(group, self._new_instances(group, specs))
+
+    def _new_instances(
+        self, group: ProcessSpec, specs: Sequence[ProcessSpec]
+    ) -> builtins.list[ProcessRunner]:
         assert self._tg is not None
         if group.notifies and self._notifier is None:
             self._open_notifier(self._tg)
@@ -273,10 +295,106 @@ class ProcessManager:
             self._members[group.id].append(spec.id)
             self._status_changed(runner)
             added.append(runner)
+        return added
+
+    async def _start_added(self, group: ProcessSpec, runners: builtins.list[ProcessRunner]) -> None:
         if group.autostart:
-            await _each(added, lambda runner: self._start_one(runner.spec.id))
-        for runner in added:
+            await _each(runners, lambda runner: self._start_one(runner.spec.id))
+        for runner in runners:
             runner.start_watching()
+
+    async def reload(self, config: Config | None = None) -> ReloadPlan:
+        """Apply a new config (None: read the config's file again), touching only what
+        changed (SPEC §10): added processes
+        start (if autostart), removed ones stop and are forgotten, changed ones are
+        restarted with their new spec if active (a group: one replica at a time; a
+        ``replicas`` change alone scales; a ``dependsOn`` change alone applies at the next
+        start), unchanged ones are left alone. ``api`` keeps its old value (a warning);
+        ``logs`` settings apply from now on where the running sinks allow (the buffer's
+        size and the console stay until the next start). Reloads run one at a time.
+
+        Raises:
+            ConfigError: the file cannot be read or is not a valid config (nothing
+                changes).
+            NotRunningError: the manager is not running.
+        """
+        self._require_entered()
+        if self._stack is None or self._tg is None:
+            raise NotRunningError("the ProcessManager is not running: nothing is reloaded")
+        if config is None:
+            source = self.config.source
+            if source == IN_MEMORY:
+                raise ConfigError(source, "", "not read from a file: pass the new config")
+            load = self.container.config_loader()
+            config = await anyio.to_thread.run_sync(load, source)
+        if self._reload_lock is None:
+            self._reload_lock = anyio.Lock()
+        async with self._reload_lock:
+            plan = plan_reload(self.config, config)
+            if config.logs != self.config.logs:
+                self._apply_logs(config)  # first: a directory it cannot write changes nothing
+            wanted = {spec.id: spec for spec in config.processes}
+            await _each_of(plan.removed, self.remove_process)
+            await _each_of(
+                plan.changed,
+                lambda process_id: self._apply_change(
+                    wanted[process_id], process_id in plan.scaled, process_id in plan.respecified
+                ),
+            )
+            added = [(wanted[i], self._add_group(wanted[i])) for i in plan.added]
+            self._groups = {i: self._groups[i] for i in wanted}
+            self._members = {i: self._members[i] for i in wanted}
+            self.config = msgspec.structs.replace(config, api=self.config.api)
+            self._set_processes()
+            await _each_of(added, lambda pair: self._start_added(*pair))
+            for warning in plan.warnings:
+                logger.bind(process="processman", stream="manager", pid=None).warning(warning)
+            return plan
+
+    def _apply_logs(self, config: Config) -> None:
+        """New ``[logs]`` settings, for the lines from now on: the buffer's size, and the
+        log files' directory, rotation and retention (a new file sink; the old one is
+        closed). ``console`` stays as ``processman run`` started.
+
+        Raises:
+            ConfigError: the new directory cannot be written (nothing is changed).
+        """
+        old, new = self.config.logs, config.logs
+        files = (new.dir, new.rotation_bytes, new.retention)
+        if self._own_file_sink and files != (old.dir, old.rotation_bytes, old.retention):
+            sink = self.container.file_sink_for()(new, config.source)
+            if self._file_sink is not None:
+                self._sinks.remove(self._file_sink)
+                self._file_sink.close()
+            self._file_sink = sink
+            if sink is not None:
+                self._sinks.append(sink)
+        self.ring_buffer.capacity = new.buffer_lines
+
+    async def _apply_change(self, spec: ProcessSpec, scaled: bool, respecified: bool) -> None:
+        old = self._groups[spec.id]
+        if (old.replicas is None) != (spec.replicas is None):  # other ids: anew
+            await self.remove_process(spec.id)
+            await self._start_added(spec, self._add_group(spec))
+            return
+        if scaled:
+            assert spec.replicas is not None
+            await self.scale(spec.id, spec.replicas)
+            return
+        async with self._group_lock(spec.id):
+            if spec.replicas is not None:  # the count changes by the scale below
+                self._groups[spec.id] = msgspec.structs.replace(spec, replicas=old.replicas)
+            else:
+                self._groups[spec.id] = spec
+            self._set_processes()
+            for member in builtins.list(self._members[spec.id]):
+                runner = self._runners[member]
+                one = spec if runner.spec.replica is None else instance(spec, runner.spec.replica)
+                await runner.update_spec(one, restart=not respecified)
+                if spec.replicas is not None and not respecified:
+                    await self._became_ready(runner)  # rolling: the others serve meanwhile
+        if spec.replicas is not None and spec.replicas != old.replicas:
+            await self.scale(spec.id, spec.replicas)
 
     async def remove_process(self, process_id: str) -> None:
         """Stop a process (a group: all its replicas; return once every tree is gone) and
@@ -702,6 +820,25 @@ async def _shielded(close: Callable[[], Awaitable[object]]) -> None:
     """Finish ``close`` even when the ``async with`` block is left by a cancellation."""
     with anyio.CancelScope(shield=True):
         await close()
+
+
+async def _each_of(items: Iterable[T], command: Callable[[T], Awaitable[object]]) -> None:
+    """Run ``command`` on each item in parallel; the first error is raised as itself."""
+    items = builtins.list(items)
+    if len(items) <= 1:
+        for item in items:
+            await command(item)
+        return
+
+    async def one(item: T) -> None:
+        await command(item)
+
+    try:
+        async with anyio.create_task_group() as tg:
+            for item in items:
+                tg.start_soon(one, item)
+    except ExceptionGroup as group:
+        raise group.exceptions[0] from None
 
 
 async def _each(

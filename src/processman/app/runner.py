@@ -192,6 +192,26 @@ class ProcessRunner:
             await self._apply(self._start_event())
             return self.status()
 
+    async def update_spec(self, spec: ProcessSpec, *, restart: bool = True) -> ProcessStatus:
+        """Take a reloaded spec (SPEC §10): an active instance (``starting``, ``running``,
+        ``backoff``, ``waiting``) is restarted with it when ``restart``; otherwise it keeps
+        its status, and the spec applies from its next start."""
+        async with self._lock:
+            self._refuse_if_closed()
+            old = self.spec
+            active = self._state.status in _ACTIVE
+            if restart and active:
+                await self._apply(Stop())  # as the old spec says to stop
+            self.spec = spec
+            self._argv = self._preview_argv() if self._handle is None else self._argv
+            if _watch_of(old) != _watch_of(spec):
+                self.stop_watching()
+                self._watch_scope = None
+                self.start_watching()
+            if restart and active:
+                await self._apply(self._start_event())
+            return self.status()
+
     def signal(self, signal: str) -> ProcessStatus:
         """Send ``signal`` (a normalised name) to the current instance's whole tree.
 
@@ -477,6 +497,14 @@ class ProcessRunner:
             self._log.info("{}; not restarted (restart = {})", _ended(event), self.spec.restart)
         elif new.status is Status.STOPPED and old.status is Status.STOPPING:
             self._log.info("stopped")
+
+
+#: The statuses in which a reload restarts a changed process (SPEC §10).
+_ACTIVE = (Status.STARTING, Status.RUNNING, Status.BACKOFF, Status.WAITING)
+
+
+def _watch_of(spec: ProcessSpec) -> tuple[object, ...]:
+    return (spec.dev_mode, spec.watch_paths, spec.watch_ignore, spec.watch_debounce)
 
 
 def _visible(state: State) -> tuple[object, ...]:

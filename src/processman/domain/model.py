@@ -235,13 +235,17 @@ class LogSettings(msgspec.Struct, frozen=True, kw_only=True):
     console: bool = True
 
 
+#: The ``source`` of a config made in Python rather than read from a file.
+IN_MEMORY = "<config>"
+
+
 class Config(msgspec.Struct, frozen=True, kw_only=True):
     """A whole configuration: processes in file order, and the optional sections."""
 
     processes: tuple[ProcessSpec, ...]
     api: ApiSettings = ApiSettings()
     logs: LogSettings = LogSettings()
-    source: str = "<config>"
+    source: str = IN_MEMORY
 
     def __post_init__(self) -> None:
         from processman.domain.replicas import member_ids  # replicas imports this module

@@ -180,6 +180,9 @@ class LogEntry(msgspec.Struct, frozen=True, omit_defaults=True):
 class LogBuffer(LogSink, Protocol):
     """A sink that remembers the last lines of each process (the ring buffer)."""
 
+    #: lines kept per process; may be changed while it runs (a reload)
+    capacity: int
+
     def tail(self, process_id: str, count: int) -> list[LogEntry]:
         """The last ``count`` lines of a process, oldest first."""
         ...
@@ -217,6 +220,11 @@ class ProcessControl(Protocol):
 
     def is_group(self, process_id: str) -> bool:
         """Whether the id names a process with ``replicas``."""
+        ...
+
+    async def reload(self, config: Config | None = None) -> Any:
+        """Apply a new config (SPEC §10; None: read its file again); its ``ReloadPlan``.
+        Raises ``ConfigError`` for a bad one, changing nothing."""
         ...
 
     async def scale(self, process_id: str, replicas: int) -> builtins.list[ProcessStatus]:
