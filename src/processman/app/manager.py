@@ -823,7 +823,8 @@ async def _shielded(close: Callable[[], Awaitable[object]]) -> None:
 
 
 async def _each_of(items: Iterable[T], command: Callable[[T], Awaitable[object]]) -> None:
-    """Run ``command`` on each item in parallel; the first error is raised as itself."""
+    """Run ``command`` on each item in parallel; the first error of a command is raised
+    as itself (a refused start is a ``NotRunningError``, not a group of them)."""
     items = builtins.list(items)
     if len(items) <= 1:
         for item in items:
@@ -845,19 +846,5 @@ async def _each(
     runners: Iterable[ProcessRunner],
     command: Callable[[ProcessRunner], Awaitable[object]],
 ) -> None:
-    """Run one command on many runners in parallel; the first error of a command is
-    raised as itself (a refused start is a ``NotRunningError``, not a group of them)."""
-    runners = builtins.list(runners)
-    if len(runners) == 1:
-        await command(runners[0])
-        return
-
-    async def one(runner: ProcessRunner) -> None:
-        await command(runner)
-
-    try:
-        async with anyio.create_task_group() as tg:
-            for runner in runners:
-                tg.start_soon(one, runner)
-    except ExceptionGroup as group:
-        raise group.exceptions[0] from None
+    """Run one command on many runners in parallel (``_each_of``)."""
+    await _each_of(runners, command)
