@@ -373,7 +373,7 @@ def test_schemathesis_finds_no_500_and_no_schema_violation(tmp_path: Path) -> No
 
             @given(case=strategy)
             @settings(
-                max_examples=25,
+                max_examples=15,
                 deadline=None,
                 suppress_health_check=list(HealthCheck),
                 database=None,

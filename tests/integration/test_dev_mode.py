@@ -59,6 +59,7 @@ async def test_a_write_reloads_the_process(tmp_path: Path) -> None:
         assert not pid_alive(before.pid)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # the watch thread's quiet period
 async def test_a_burst_of_fifty_writes_is_one_reload(tmp_path: Path) -> None:
     async with ProcessManager(config(dev_spec(tmp_path, watch_debounce=0.2))) as m:
         await wait_watching(m, tmp_path)
@@ -72,6 +73,7 @@ async def test_a_burst_of_fifty_writes_is_one_reload(tmp_path: Path) -> None:
         assert m.status("dev").restart_count == count + 1
 
 
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # the watch thread's quiet period
 async def test_a_burst_at_the_default_quiet_period_is_one_reload_after_it(tmp_path: Path) -> None:
     # SPEC §4 with the default 50 ms: a file rewritten every 5 ms for 500 ms reloaded about
     # every 45 ms (11 times), the quiet time counted from each hand-over of the watch thread

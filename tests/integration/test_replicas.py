@@ -176,7 +176,7 @@ async def test_uvicorn_on_fd_3_restarts_without_refusing() -> None:
     async with ProcessManager(config(spec)) as m:
         await wait_ready(m, "web")
         with Client(("127.0.0.1", port)) as client:
-            for _ in range(10):
+            for _ in range(6):
                 await m.restart("web")
                 await wait_ready(m, "web")
     # Never refused: the socket outlives every instance. uvicorn itself resets a
@@ -188,7 +188,7 @@ async def test_uvicorn_on_fd_3_restarts_without_refusing() -> None:
     assert client.outcomes["refused"] == 0, client.outcomes
     assert set(client.failures) <= {"reset", "closed unanswered"}, client.outcomes
     assert sum(client.failures.values()) <= 5, client.outcomes
-    assert len(client.answered_by) >= 8
+    assert len(client.answered_by) >= 5
 
 
 def _ipv6() -> bool:

@@ -117,7 +117,7 @@ def named_field(data: bytes, name: str, tmp: Path, document: Any) -> None:
 
 
 FUZZ = settings(
-    max_examples=300, deadline=None, suppress_health_check=list(HealthCheck), database=None
+    max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), database=None
 )
 
 
