@@ -499,6 +499,7 @@ def test_check_shows_dependencies_and_probes(tmp_path: Path) -> None:
         'readyTimeout = "5s"\nready = { logLine = "up on \\\\d+" }\n'
         'health = { http = "http://127.0.0.1:8000/h" }\n'
         '[[processes]]\nid = "redis"\ncommand = "true"\nready = { notify = true }\n'
+        'health = { watchdog = "30s" }\n'
     )
     result = processman("check", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -508,3 +509,4 @@ def test_check_shows_dependencies_and_probes(tmp_path: Path) -> None:
     assert "ready:       logLine 'up on \\\\d+' (within 5s)" in lines
     assert "health:      http http://127.0.0.1:8000/h (every 10s, timeout 1s)" in lines
     assert "ready:       notify: READY=1 over NOTIFY_SOCKET (within 60s)" in lines
+    assert "health:      watchdog: WATCHDOG=1 over NOTIFY_SOCKET at least every 30s" in lines

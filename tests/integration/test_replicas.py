@@ -255,3 +255,28 @@ def tmp_path(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
     with tempfile.TemporaryDirectory(prefix="pm-") as directory:
         yield Path(directory)
+
+
+async def test_a_unix_socket_in_a_missing_directory_is_the_start_error(tmp_path: Path) -> None:
+    address = f"unix:{tmp_path}/missing/web.sock"
+    spec = script("web", "fd_server.py", sockets=(address,), backoff=5.0)
+    async with ProcessManager(config(spec)) as m:
+        await wait_until(lambda: m.status("web").status is Status.BACKOFF)
+        assert m.status("web").last_error == (
+            f"cannot start {address}: cannot listen: no such file or directory"
+        )
+
+
+async def test_a_reload_that_changes_the_sockets_listens_on_the_new_ones() -> None:
+    first, second = free_port(), free_port()
+    spec = script("web", "fd_server.py", sockets=(f"127.0.0.1:{first}",), ready=SERVING)
+    async with ProcessManager(config(spec)) as m:
+        await wait_ready(m, "web")
+        moved = msgspec.structs.replace(spec, sockets=(f"127.0.0.1:{second}",))
+        await m.reload(config(moved))
+        await wait_ready(m, "web")
+        with socket.create_connection(("127.0.0.1", second), timeout=5) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\n\r\n")
+            assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", first), timeout=5).close()

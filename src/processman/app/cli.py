@@ -589,6 +589,8 @@ def _describe_probe(probe: Probe, ready_timeout: float) -> str:
         return f"logLine {probe.target!r} (within {ready_timeout:g}s)"
     if probe.kind is ProbeKind.NOTIFY:
         return f"notify: READY=1 over NOTIFY_SOCKET (within {ready_timeout:g}s)"
+    if probe.kind is ProbeKind.WATCHDOG:
+        return f"watchdog: WATCHDOG=1 over NOTIFY_SOCKET at least every {probe.period:g}s"
     what = shlex.join(probe.command) if probe.command else probe.target
     timing = f"every {probe.period:g}s, timeout {probe.timeout:g}s"
     return f"{probe.kind} {what} ({timing})"

@@ -382,6 +382,8 @@ class ProcessManager:
             await self.scale(spec.id, spec.replicas)
             return
         async with self._group_lock(spec.id):
+            if spec.sockets != old.sockets:  # the next spawn listens on the new ones
+                self._close_sockets(spec.id)
             if spec.replicas is not None:  # the count changes by the scale below
                 self._groups[spec.id] = msgspec.structs.replace(spec, replicas=old.replicas)
             else:
