@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import signal
 import socket
@@ -279,6 +280,35 @@ def test_a_hangup_reloads_the_config_and_a_bad_one_changes_nothing(tmp_path: Pat
         _, rest = proc.communicate(timeout=15)
     assert proc.returncode == 0, rest
     assert "slow | stopped" in rest and not pid_alive(child)
+
+
+def test_a_reload_turns_the_console_of_the_children_on(tmp_path: Path) -> None:
+    config = tmp_path / "processman.toml"
+    ticker = (
+        "[[processes]]\nid = 'ticker'\n"
+        "command = ['sh', '-c', 'while true; do echo tick; sleep 0.05; done']\n"
+    )
+    config.write_text(ticker + "[logs]\nconsole = false\n")
+    with running(config, preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL)) as proc:
+        time.sleep(0.5)  # ten ticks, none shown
+        assert proc.stderr is not None
+        os.set_blocking(proc.stderr.fileno(), False)
+        before = os.read(proc.stderr.fileno(), 1 << 16) if _readable(proc) else b""
+        os.set_blocking(proc.stderr.fileno(), True)
+        assert b"tick" not in before, before
+        config.write_text(ticker + "[logs]\nconsole = true\n")
+        proc.send_signal(signal.SIGHUP)
+        _read_until(proc, "ticker | tick")  # shown from the reload on
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=15)
+    assert proc.returncode == 0
+
+
+def _readable(proc: subprocess.Popen[str]) -> bool:
+    import select
+
+    assert proc.stderr is not None
+    return bool(select.select([proc.stderr.fileno()], [], [], 0)[0])
 
 
 def test_a_second_signal_kills_what_waits_out_its_stop_timeout(tmp_path: Path) -> None:

@@ -327,22 +327,34 @@ def run(path: str | None, *, only: str | None = None, api: str | None = None) ->
     logger.remove()
     # console = false hides the children's lines, not processman's warnings and errors: a
     # crash or a full disk is still said on stderr
-    handler = add_console_sink(
-        [s.id for s in config.processes],
-        sys.stderr,
-        colorize=None,
-        children=config.logs.console,
-    )
+    ids = [s.id for s in config.processes]
+    console = {
+        "handler": add_console_sink(ids, sys.stderr, colorize=None, children=config.logs.console)
+    }
+
+    def console_switch(children: bool) -> None:
+        """A reload changed logs.console: the children's lines are shown, or not."""
+        logger.remove(console["handler"])
+        console["handler"] = add_console_sink(ids, sys.stderr, colorize=None, children=children)
+
     logger.enable("processman")
     if no_control:
         logger.bind(process="processman", stream="manager").warning(no_control)
     _enough_descriptors(len(config.processes))
     try:
-        anyio.run(_supervise, config, token, sock, control, lambda: _load(path, only, api))
+        anyio.run(
+            _supervise,
+            config,
+            token,
+            sock,
+            control,
+            lambda: _load(path, only, api),
+            console_switch,
+        )
     except ConfigError as exc:  # found at start-up, e.g. a logs.dir that cannot be written
         return _fail(str(exc))
     finally:
-        logger.remove(handler)
+        logger.remove(console["handler"])
         if sock is not None:
             sock.close()
         if control is not None:
@@ -395,6 +407,7 @@ async def _supervise(
     sock: socket.socket | None,
     control: ControlSocket | None,
     read_config: Callable[[], Config],
+    console_switch: Callable[[bool], None],
 ) -> None:
     log = logger.bind(process="processman", stream="manager")
     # SIGQUIT stops the processes as SIGTERM does; SIGHUP reloads (SPEC §10). Without a
@@ -404,7 +417,9 @@ async def _supervise(
     # was started; tested.
     ignored = {s for s in (*_ALSO_STOPPING, *_RELOADING) if signal.getsignal(s) is signal.SIG_IGN}
     with anyio.open_signal_receiver(*_STOPPING, *_ALSO_STOPPING, *_RELOADING) as signals:
-        manager = ProcessManager(config, container=run_container(config))
+        container = run_container(config)
+        container.console_switch.override(providers.Object(console_switch))
+        manager = ProcessManager(config, container=container)
         server = None
         on_socket = _ControlServer(manager, control, read_config) if control is not None else None
         async with anyio.create_task_group() as tg:

@@ -30,6 +30,8 @@ from processman.adapters.watch import WatchfilesWatcher
 from processman.domain.model import Config
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from processman.domain.ports import LogSink
 
 
@@ -96,6 +98,10 @@ class Container(containers.DeclarativeContainer):
     # what a reload makes a new file sink with, for new [logs] settings
     file_sink_for = providers.Object(FileSink.from_settings)
 
-    log_sinks = providers.Callable(
-        _sinks, providers.Callable(_loguru_sink, loguru_records), file_sink
-    )
+    loguru_sink = providers.Singleton(_loguru_sink, loguru_records)
+    # what a reload that turns logs.console on makes a loguru sink with
+    loguru_sink_for = providers.Object(LoguruSink)
+    # processman run's console: a reload of logs.console calls it with the new value
+    console_switch: providers.Object[Callable[[bool], None] | None] = providers.Object(None)
+
+    log_sinks = providers.Callable(_sinks, loguru_sink, file_sink)

@@ -108,6 +108,9 @@ class ProcessManager:
         #: the container's file sink, which a reload with new [logs] settings replaces
         self._file_sink: LogSink | None = self.container.file_sink() if log_sinks is None else None
         self._own_file_sink = log_sinks is None
+        self._loguru_sink: LogSink | None = (
+            self.container.loguru_sink() if log_sinks is None else None
+        )
         self._hub = LogHub(group_of=self._group_of)
         self._sinks: list[LogSink] = [self.ring_buffer, self._hub, *extra]
         self._environ = dict(os.environ if environ is None else environ)
@@ -354,7 +357,8 @@ class ProcessManager:
     def _apply_logs(self, config: Config) -> None:
         """New ``[logs]`` settings, for the lines from now on: the buffer's size, and the
         log files' directory, rotation and retention (a new file sink; the old one is
-        closed). ``console`` stays as ``processman run`` started.
+        closed), and ``console`` for ``processman run`` (its console, and whether the
+        children's lines become loguru records for it).
 
         Raises:
             ConfigError: the new directory cannot be written (nothing is changed).
@@ -370,6 +374,15 @@ class ProcessManager:
             if sink is not None:
                 self._sinks.append(sink)
         self.ring_buffer.capacity = new.buffer_lines
+        switch = self.container.console_switch()
+        if new.console != old.console and switch is not None and self._own_file_sink:
+            switch(new.console)
+            if new.console and self._loguru_sink is None:
+                self._loguru_sink = self.container.loguru_sink_for()()
+                self._sinks.append(self._loguru_sink)
+            elif not new.console and self._loguru_sink is not None:
+                self._sinks.remove(self._loguru_sink)
+                self._loguru_sink = None
 
     async def _apply_change(self, spec: ProcessSpec, scaled: bool, respecified: bool) -> None:
         old = self._groups[spec.id]
