@@ -313,8 +313,8 @@ class ProcessManager:
         restarted with their new spec if active (a group: one replica at a time; a
         ``replicas`` change alone scales; a ``dependsOn`` change alone applies at the next
         start), unchanged ones are left alone. ``api`` keeps its old value (a warning);
-        ``logs`` settings apply from now on where the running sinks allow (the buffer's
-        size and the console stay until the next start). Reloads run one at a time.
+        ``logs`` settings apply to the lines from now on (``_apply_logs``). Reloads run
+        one at a time.
 
         Raises:
             ConfigError: the file cannot be read or is not a valid config (nothing
