@@ -133,6 +133,7 @@ async def test_a_watched_file_saved_by_renaming_over_it_stays_watched(tmp_path: 
             await reloaded_after(m, save)
 
 
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # the watch thread rewatches
 async def test_a_watched_directory_removed_and_made_again_stays_watched(tmp_path: Path) -> None:
     # `rm -rf dist && tsc`: the new directory (which may get the old inode number) was not
     # watched, and nothing written into it reloaded again
@@ -153,6 +154,7 @@ async def test_a_watched_directory_removed_and_made_again_stays_watched(tmp_path
         await reloaded_after(m, lambda: (src / "later.py").write_text("x = 3\n"))
 
 
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # the watch thread rewatches
 async def test_the_other_watch_paths_stay_watched_while_one_is_missing(tmp_path: Path) -> None:
     # a failed build can leave dist/ missing for minutes: src/ must go on reloading
     src, dist = tmp_path / "src", tmp_path / "dist"

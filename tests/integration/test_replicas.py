@@ -104,6 +104,7 @@ async def wait_ready(m: ProcessManager, process_id: str) -> None:
     await m.wait_ready(process_id, timeout=10)
 
 
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # about the socket
 async def test_restarts_of_a_server_on_an_inherited_socket_refuse_no_connection() -> None:
     port = free_port()
     async with ProcessManager(config(served(port))) as m:
@@ -118,6 +119,7 @@ async def test_restarts_of_a_server_on_an_inherited_socket_refuse_no_connection(
     assert client.outcomes["ok"] > 20 and len(pids) >= 15  # served by the many instances
 
 
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # about the socket
 async def test_the_same_server_on_a_port_of_its_own_refuses_connections() -> None:
     # the control: what test above would see without the inherited socket
     port = free_port()
