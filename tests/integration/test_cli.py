@@ -13,6 +13,7 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
+import psutil
 import pytest
 
 from processman import __version__
@@ -51,7 +52,7 @@ def running(
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.communicate()  # and its pipes closed: no ResourceWarning in a later test
+        proc.communicate()  # and its pipes closed: no ResourceWarning in a later test
 
 
 def write_config(tmp_path: Path, pid_file: Path) -> Path:
@@ -290,6 +291,11 @@ def test_a_reload_turns_the_console_of_the_children_on(tmp_path: Path) -> None:
     )
     config.write_text(ticker + "[logs]\nconsole = false\n")
     with running(config, preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL)) as proc:
+        # its handlers are set before the first spawn: a SIGHUP before would kill it
+        deadline = time.monotonic() + 20
+        while not psutil.Process(proc.pid).children():
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.01)
         time.sleep(0.5)  # ten ticks, none shown
         assert proc.stderr is not None
         os.set_blocking(proc.stderr.fileno(), False)
