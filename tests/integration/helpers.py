@@ -96,8 +96,15 @@ def run_unprivileged(function: Callable[[], object]) -> tuple[object, str]:
 
 
 def quiet_gaps(writes: list[tuple[float, float]], quiet: float) -> int:
-    """How often the writes (start and end of each) left a pause of at least ``quiet``:
-    where a machine too busy to keep a burst's pace let a reload in, rightly."""
+    """How often the writes (start and end of each) may have left a pause of at least
+    ``quiet``: where a machine too busy to keep a burst's pace let a reload in, rightly.
+
+    A write's changes (truncate, then the data) fall somewhere within its start and end,
+    so two changes of consecutive writes are at most the one's start to the next's end
+    apart: a write stalled inside (a busy disk) counts as well as a pause between them.
+    """
     import itertools
 
-    return sum(1 for (_, end), (start, _) in itertools.pairwise(writes) if start - end >= quiet)
+    return sum(
+        1 for (start, _), (_, next_end) in itertools.pairwise(writes) if next_end - start >= quiet
+    )
