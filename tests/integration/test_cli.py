@@ -304,17 +304,24 @@ def test_a_reload_turns_the_console_of_the_children_on(tmp_path: Path) -> None:
         assert b"tick" not in before, before
         config.write_text(ticker + "[logs]\nconsole = true\n")
         proc.send_signal(signal.SIGHUP)
-        _read_until(proc, "ticker | tick")  # shown from the reload on
+        # shown from the reload on; bounded here, so that a failure still stops run
+        seen, deadline = b"", time.monotonic() + 10
+        while b"ticker | tick" not in seen:
+            assert time.monotonic() < deadline, f"no child line after the reload: {seen!r}"
+            if _readable(proc, 0.1):
+                chunk = os.read(proc.stderr.fileno(), 1 << 16)
+                assert chunk, f"processman ended early: {seen!r}"
+                seen += chunk
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=15)
     assert proc.returncode == 0
 
 
-def _readable(proc: subprocess.Popen[str]) -> bool:
+def _readable(proc: subprocess.Popen[str], wait: float = 0.0) -> bool:
     import select
 
     assert proc.stderr is not None
-    return bool(select.select([proc.stderr.fileno()], [], [], 0)[0])
+    return bool(select.select([proc.stderr.fileno()], [], [], wait)[0])
 
 
 def test_a_second_signal_kills_what_waits_out_its_stop_timeout(tmp_path: Path) -> None:
