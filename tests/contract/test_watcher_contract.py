@@ -229,6 +229,60 @@ async def test_a_new_directory_and_one_made_again_are_watched(tmp_path: Path) ->
         assert await next_batch(batches) == {str(tmp_path / "pkg" / "m.py")}
 
 
+def _between_scan_and_watch(
+    monkeypatch: pytest.MonkeyPatch, act: Callable[[], None], at_watch: int
+) -> None:
+    """Run ``act`` just before the ``at_watch``-th watch (1 is the first) is placed: after
+    the scan that chose its directories, as a user's `mkdir` or `rm -rf` may land."""
+    import watchfiles._rust_notify
+
+    real = watchfiles._rust_notify.RustNotify
+    placed = 0
+
+    def placing(*args: object) -> object:
+        nonlocal placed
+        placed += 1
+        if placed == at_watch:
+            act()
+        return real(*args)
+
+    monkeypatch.setattr(watchfiles._rust_notify, "RustNotify", placing)
+
+
+@pytest.mark.skipif(not PER_DIRECTORY, reason="inotify: a recursive watch follows new ones")
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_directory_made_between_the_scan_and_the_watch_is_watched(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # CI: `rm -rf pkg && mkdir pkg` rewatched after the removal; pkg was made again after
+    # the scan but before its parent's new watch, so no one saw it and it was never watched
+    request = WatchRequest(paths=(str(tmp_path),), debounce=0.05)
+    late = tmp_path / "late"
+    _between_scan_and_watch(monkeypatch, late.mkdir, at_watch=2)
+    async with watching(WatchfilesWatcher(), request, _touch) as batches:
+        (tmp_path / "made").mkdir()  # the second watch
+        assert str(late) in await next_batch(batches)  # it is a change, seen late
+        await _touch(late / "m.py", "x")
+        assert await next_batch(batches) == {str(late / "m.py")}
+
+
+@pytest.mark.skipif(not PER_DIRECTORY, reason="inotify: a recursive watch follows new ones")
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_directory_removed_between_the_scan_and_the_watch_does_not_end_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the watch of a directory that is gone raised FileNotFoundError, and development mode
+    # stopped reloading
+    (tmp_path / "build").mkdir()
+    request = WatchRequest(paths=(str(tmp_path),), debounce=0.05)
+    _between_scan_and_watch(monkeypatch, lambda: (tmp_path / "build").rmdir(), at_watch=2)
+    async with watching(WatchfilesWatcher(), request, _touch) as batches:
+        (tmp_path / "made").mkdir()  # the second watch
+        assert str(tmp_path / "build") in await next_batch(batches)
+        await _touch(tmp_path / "made" / "m.py", "x")
+        assert await next_batch(batches) == {str(tmp_path / "made" / "m.py")}
+
+
 async def test_symlinked_directories_are_followed_but_never_out_through_a_loop(
     tmp_path: Path,
 ) -> None:

@@ -403,6 +403,7 @@ def _watch_in_thread(
     watched: dict[str, tuple[int, int]] = {}
     anew: set[str] = set()
     scanned = True  # by _prepare
+    began = False  # a change before the first watch is in place is not one to report
     try:
         while not stop.is_set():
             present = _identities(paths)
@@ -420,7 +421,28 @@ def _watch_in_thread(
                 targets = files + list(matcher.directories)
             else:
                 targets = list(present)
-            with RustNotify(targets, False, False, 300, not PER_DIRECTORY, False) as notify:
+            try:
+                notify = RustNotify(targets, False, False, 300, not PER_DIRECTORY, False)
+            except FileNotFoundError:  # removed since the scan: scan again
+                moved = _moved_directories(matcher)
+                if not moved and _identities(paths) == present:
+                    raise  # not a removal: scanning again would not help
+                if began:
+                    quiet.add(moved, time.monotonic())
+                scanned = True
+                continue
+            if PER_DIRECTORY:
+                # a directory made after the scan, before its parent's watch was placed,
+                # was seen by neither: scan again now that the watches are in place
+                moved = _moved_directories(matcher)
+                if moved:
+                    notify.close()
+                    if began:
+                        quiet.add(moved, time.monotonic())
+                    scanned = True
+                    continue
+            began = True
+            with notify:
                 anew &= present.keys()  # roots made anew: written before this watch began
                 quiet.add(anew, time.monotonic())
                 anew = set()
@@ -504,6 +526,14 @@ def _directories_changed(raw: set[tuple[int, str]], kept: set[str], matcher: Ign
         ):
             return True
     return False
+
+
+def _moved_directories(matcher: IgnoreMatcher) -> set[str]:
+    """Scan again; return the directories made, removed or made again since the last scan."""
+    before = matcher.directories
+    matcher.rescan()
+    after = matcher.directories
+    return {path for path in before.keys() | after.keys() if before.get(path) != after.get(path)}
 
 
 def _identities(paths: Iterable[str]) -> dict[str, tuple[int, int]]:
