@@ -116,6 +116,7 @@ async def reloaded_after(manager: ProcessManager, change: Callable[[], object]) 
     await anyio.sleep(0.2)  # past the quiet period: the next change is a reload of its own
 
 
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # inotify and the watch thread
 async def test_a_watched_file_saved_by_renaming_over_it_stays_watched(tmp_path: Path) -> None:
     # the kernel watches the inode: after the first such save (as many editors do), every
     # later one went unseen

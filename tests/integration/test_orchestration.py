@@ -142,6 +142,7 @@ async def test_an_exec_probe_that_hangs_is_killed_at_its_timeout(tmp_path: Path)
     # the test's own leak check proves the probe's tree is gone
 
 
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # timing of real processes
 async def test_a_process_never_ready_is_stopped_and_backs_off() -> None:
     port = free_port()  # nobody listens
     spec = script(
@@ -263,6 +264,7 @@ async def test_a_notify_process_that_never_says_ready_times_out() -> None:
         )
 
 
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # timing of real processes
 async def test_a_watchdog_that_is_fed_keeps_the_instance_and_a_missed_one_restarts_it() -> None:
     # 6 pings every 0.15 s (half the interval) keep it for ~0.9 s; then one interval of
     # 0.3 s without WATCHDOG=1 is a failed health check (failures = 1), restarted by policy
@@ -348,6 +350,7 @@ async def test_start_pulls_in_stopped_dependencies(tmp_path: Path) -> None:
         assert m.status("db").status == "running"
 
 
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # both loops: test_dependencies_fake
 async def test_stop_restart_and_shutdown_go_dependents_first(tmp_path: Path) -> None:
     specs = (
         stamped("db", tmp_path, "0.3"),

@@ -133,6 +133,7 @@ async def test_the_same_server_on_a_port_of_its_own_refuses_connections() -> Non
     assert client.outcomes["refused"] > 0, client.outcomes
 
 
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # about the socket
 async def test_rolling_restarts_and_scaling_of_a_group_refuse_no_connection() -> None:
     port = free_port()
     spec = served(port, replicas=2)
