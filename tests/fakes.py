@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from processman.domain.ports import LogBatch, SpawnRequest, WatchRequest
 
 from processman.adapters.watch import IgnoreMatcher
+from processman.domain.ports import Usage
 
 
 class FakeClock:
@@ -141,6 +142,17 @@ class FakeProcess:
 
     def holds(self, pid: int) -> bool:
         return pid == self.pid
+
+    #: what ``usage`` answers while it runs: (CPU seconds, resident bytes)
+    measured: tuple[float, int] = (0.0, 0)
+    limits_memory = False
+    oom_killed = False
+
+    def usage(self) -> Usage | None:
+        return None if self.code is not None else Usage(*self.measured)
+
+    def killed_for_memory(self) -> bool:
+        return self.oom_killed
 
     def signal(self, signal: str) -> None:
         if not hasattr(signal_module, signal):

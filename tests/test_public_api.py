@@ -47,6 +47,8 @@ def test_status_fields_are_snake_case_and_frozen() -> None:
         "notify_status",
         "group",
         "replica",
+        "cpu_percent",
+        "memory_bytes",
     )
     status = ProcessStatus(
         id="a",

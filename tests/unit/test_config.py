@@ -565,7 +565,24 @@ BAD: list[tuple[str, str, str, str]] = [
         "processes[0].dependsOn",
         "cycle web -> app -> web",
     ),
+    # --- maxMemory (SPEC §11)
+    ("p.toml", P + 'maxMemory = "lots"\n', "processes[0].maxMemory", "invalid size 'lots'"),
+    ("p.toml", P + 'maxMemory = "512 XB"\n', "processes[0].maxMemory", "invalid size"),
+    ("p.toml", P + 'maxMemory = "0 MB"\n', "processes[0].maxMemory", "too small"),
+    ("p.toml", P + "maxMemory = 0\n", "processes[0].maxMemory", ""),
+    ("p.toml", P + "maxMemory = -5\n", "processes[0].maxMemory", ""),
+    ("p.toml", P + "maxMemory = true\n", "processes[0].maxMemory", "Expected"),
+    ("p.toml", P + "maxMemory = [1]\n", "processes[0].maxMemory", "Expected"),
 ]
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [('"512 MB"', 512_000_000), ('"1 GiB"', 1024**3), ('"300KiB"', 300 * 1024), ("1048576", 2**20)],
+)
+def test_max_memory_sizes(tmp_path: Path, text: str, size: int) -> None:
+    path = write(tmp_path, "p.toml", P + f"maxMemory = {text}\n")
+    assert load_config(path, environ=ENV).processes[0].max_memory == size
 
 
 @pytest.mark.parametrize(

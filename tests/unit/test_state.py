@@ -17,6 +17,7 @@ from processman.domain.state import (
     Exited,
     FileChanged,
     Notified,
+    OverMemory,
     ProbeFailed,
     Ready,
     RetryDue,
@@ -65,6 +66,7 @@ EVENTS: dict[str, Event] = {
     "ready": Ready(),
     "probe_failed": ProbeFailed("health check failed 3 times: connection refused"),
     "notified": Notified("accepting connections"),
+    "over_memory": OverMemory("memory above 512 MB: killed"),
 }
 
 SAME = None  # the state is unchanged and nothing is done
@@ -161,6 +163,9 @@ TABLE: dict[tuple[Status, str], tuple[Status, list[type]] | None] = {
     (S.RUNNING, "probe_failed"): (S.STOPPING, [StopTree]),
     **{(s, "notified"): SAME for s in Status if s is not S.RUNNING},
     (S.RUNNING, "notified"): (S.RUNNING, []),  # notifyStatus set
+    # SPEC §11: past maxMemory
+    **{(s, "over_memory"): SAME for s in Status if s is not S.RUNNING},
+    (S.RUNNING, "over_memory"): (S.STOPPING, [StopTree]),
 }
 
 
@@ -414,3 +419,23 @@ def test_snapshot_derives_the_public_fields() -> None:
         0.0,
         -15,
     )
+
+
+def test_over_memory_kills_at_once_and_counts_a_failed_run() -> None:
+    reason = "memory above 512 MB: killed"
+    running = state_in(S.RUNNING)
+    stopping, effects = transition(running, OverMemory(reason), spec(), 1.0)
+    assert effects == (StopTree("SIGKILL", 0.0),)
+    ended, effects = transition(stopping, StopDone(-9), spec(), 2.0)
+    assert (ended.status, ended.last_error) == (S.BACKOFF, reason)
+    assert ended.failures == running.failures + 1
+    assert [type(e) for e in effects] == [ScheduleRetry]
+
+
+def test_an_exit_with_a_reason_reports_it() -> None:
+    # the kernel's OOM kill at memory.max: the reason, not "killed by SIGKILL"
+    running = state_in(S.RUNNING)
+    assert running.run is not None
+    reason = "memory above 1 GiB: killed"
+    ended, _ = transition(running, Exited(running.run.pid, -9, reason), spec(), 2.0)
+    assert (ended.status, ended.last_error, ended.exit_code) == (S.BACKOFF, reason, -9)

@@ -511,7 +511,14 @@ class _Builder:
             self.socket(address, f"{field}.sockets[{i}]", lookup, cwd)
             for i, address in enumerate(raw.sockets)
         )
+        max_memory = None
+        if raw.max_memory is not None:
+            try:
+                max_memory = parse_size(raw.max_memory)
+            except ValueError as exc:
+                raise self.error(f"{field}.maxMemory", str(exc)) from None
         return ProcessSpec(
+            max_memory=max_memory,
             replicas=raw.replicas,
             port=raw.port,
             sockets=sockets,

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import anyio
 
 from processman.adapters._posix import check_cwd, needs_post_fork, platform_signal
+from processman.adapters._usage import processes_usage, tree_of
 from processman.domain.errors import SpawnError
 
 if TYPE_CHECKING:
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
 
     from anyio.abc import Process
 
-    from processman.domain.ports import SpawnRequest
+    from processman.domain.ports import SpawnRequest, Usage
 
 #: How long to wait for a SIGKILLed group to disappear before giving up (D-state processes).
 KILL_GRACE = 5.0
@@ -114,6 +115,17 @@ class PosixProcess:
     def signal(self, signal: str) -> None:
         """Send ``signal`` to the process group."""
         _signal_group(self._pgid, platform_signal(signal))
+
+    def usage(self) -> Usage | None:
+        """The tree's CPU time and memory, summed over its processes."""
+        return processes_usage(tree_of(self._process.pid))
+
+    #: no kernel limit here: the runner checks ``maxMemory`` every second
+    limits_memory = False
+
+    def killed_for_memory(self) -> bool:
+        """Never: nothing here asks the kernel to kill the tree."""
+        return False
 
 
 def _signal_group(pgid: int, sig: signal_module.Signals) -> None:

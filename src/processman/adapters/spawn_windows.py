@@ -19,12 +19,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 
+from processman.adapters._usage import processes_usage, tree_of
 from processman.domain.errors import SpawnError
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping
 
-    from processman.domain.ports import SpawnRequest
+    from processman.domain.ports import SpawnRequest, Usage
 
 ERROR_FILE_NOT_FOUND = 2
 ERROR_PATH_NOT_FOUND = 3
@@ -190,6 +191,17 @@ class WindowsProcess:
                 self._win32.terminate_job(self._job, 1)
             except Win32Error:
                 pass
+
+    def usage(self) -> Usage | None:
+        """The tree's CPU time and memory, summed over its processes."""
+        return processes_usage(tree_of(self._pid))
+
+    #: no kernel limit here: the runner checks ``maxMemory`` every second
+    limits_memory = False
+
+    def killed_for_memory(self) -> bool:
+        """Never: nothing here asks the kernel to kill the tree."""
+        return False
 
     async def stop(self, signal: str, grace: float) -> int | None:
         """CTRL_BREAK to the group, then TerminateJobObject after ``grace``; the job is gone.

@@ -44,6 +44,7 @@ from processman.domain.errors import (
 from processman.domain.model import CONTROL_SOCKET, Config, Probe, ProbeKind, ProcessSpec
 from processman.domain.ordering import dependencies, graph_of
 from processman.domain.replicas import instance, member_ids
+from processman.domain.usage import describe_size, human_size
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Sequence
@@ -133,13 +134,21 @@ def build_parser() -> argparse.ArgumentParser:
     status = command(
         "status",
         "show the processes of a running supervisor",
-        "A table of id, status, pid, uptime, restarts and last error.",
+        "A table of id, status, pid, uptime, restarts, ready, CPU, memory and last error "
+        "(CPU and memory of each whole tree; 100% is one core).",
         "  processman status            # every process\n"
-        "  processman ps web worker     # two of them",
+        "  processman ps web worker     # two of them\n"
+        "  processman status --watch    # kept up to date until Ctrl-C",
         aliases=["ps"],
     )
     status.add_argument("ids", nargs="*", metavar="ID", help="the processes to show (all)")
     status.add_argument("--json", action="store_true", help="print the API's JSON array")
+    status.add_argument(
+        "--watch",
+        "-w",
+        action="store_true",
+        help="redraw on every change (and CPU and memory every 2 s) until Ctrl-C",
+    )
     for name, done in (
         ("start", "once each is spawned (or failed)"),
         ("stop", "once each whole tree is gone"),
@@ -567,6 +576,8 @@ def check(path: str | None) -> int:
             print(f"  port:        {group.port} (PORT; a replica's: plus its index)")
         for address in group.sockets:
             print(f"  socket:      {address} (listened on by processman, passed as an fd)")
+        if group.max_memory is not None:
+            print(f"  maxMemory:   {describe_size(group.max_memory)} (the whole tree; then killed)")
         missing = False
         try:
             argv, interpreter = resolve_here(spec)
@@ -653,6 +664,8 @@ def client_command(args: argparse.Namespace) -> int:
         return _fail(str(exc), EXIT_UNREACHABLE)
     try:
         if args.command in ("status", "ps"):
+            if args.watch:
+                return _watch(client, args.ids)
             return _status(client, args.ids, args.json)
         if args.command in ("start", "stop", "restart"):
             return _act(client, args.command, args.ids, {})
@@ -720,6 +733,74 @@ def _status(client: ApiClient, ids: list[str], as_json: bool) -> int:
     else:
         statuses = client.get("/api/processes")
     print(json.dumps(statuses, indent=2) if as_json else format_table(statuses))
+    return EXIT_OK
+
+
+#: how often ``status --watch`` asks for fresh CPU and memory figures
+WATCH_MEASURE_SECONDS = 2.0
+
+
+def _watch(client: ApiClient, ids: list[str]) -> int:
+    """``status --watch``: the table from ``/api/events``, redrawn in place on every
+    change, on the terminal's alternate screen (left as it was found on Ctrl-C); CPU and
+    memory from ``/api/processes`` every 2 s. Not a terminal: one table per change."""
+    import threading
+
+    statuses: dict[str, dict[str, Any]] = {}
+    wanted = set(ids)
+    tty = sys.stdout.isatty()
+    lock = threading.Lock()
+    done = threading.Event()
+
+    def shown(status: dict[str, Any]) -> bool:
+        return not wanted or status["id"] in wanted or status.get("group") in wanted
+
+    def draw() -> None:
+        with lock:
+            table = format_table([s for s in statuses.values() if shown(s)])
+            if tty:  # in place, line by line: no clear, so no flicker
+                lines = table.split("\n")
+                sys.stdout.write("\x1b[H" + "".join(f"{line}\x1b[K\n" for line in lines))
+                sys.stdout.write("\x1b[J")
+            else:
+                sys.stdout.write(table + "\n\n")
+            sys.stdout.flush()
+
+    def measure() -> None:
+        while not done.wait(WATCH_MEASURE_SECONDS):
+            try:
+                fresh = client.get("/api/processes")
+            except ApiError:
+                continue
+            with lock:
+                for status in fresh:
+                    if status["id"] in statuses:
+                        statuses[status["id"]] = status
+            draw()
+
+    if tty:
+        sys.stdout.write("\x1b[?1049h\x1b[?25l")  # the alternate screen, no cursor
+    threading.Thread(target=measure, daemon=True).start()
+    try:
+        for event, data in client.events("/api/events"):
+            if event == "end":
+                break
+            body = json.loads(data) if data else {}
+            with lock:
+                if event == "status":
+                    statuses[body["id"]] = body
+                elif event == "removed":
+                    statuses.pop(body["id"], None)
+                elif event == "gap":  # a fresh snapshot follows
+                    statuses.clear()
+            draw()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        done.set()
+        if tty:
+            sys.stdout.write("\x1b[?25h\x1b[?1049l")
+            sys.stdout.flush()
     return EXIT_OK
 
 
@@ -885,23 +966,30 @@ def _local_stamp(when: object) -> str:
 
 
 def format_table(statuses: list[dict[str, Any]]) -> str:
-    """The ``status`` table: id, status, pid, uptime, restarts, last error."""
-    rows = [("ID", "STATUS", "PID", "UPTIME", "RESTARTS", "LAST ERROR")]
+    """The ``status`` table: id, status, pid, uptime, restarts, ready, CPU, memory, last
+    error (READY is yes or no while running)."""
+    rows = [("ID", "STATUS", "PID", "UPTIME", "RESTARTS", "READY", "CPU", "MEM", "LAST ERROR")]
     for s in statuses:
+        running = s["status"] == "running"
+        cpu, memory = s.get("cpuPercent"), s.get("memoryBytes")
         rows.append(
             (
                 str(s["id"]),
                 str(s["status"]),
                 "-" if s["pid"] is None else str(s["pid"]),
-                format_uptime(float(s["uptime"])) if s["status"] == "running" else "-",
+                format_uptime(float(s["uptime"])) if running else "-",
                 str(s["restartCount"]),
+                ("yes" if s.get("ready") else "no") if running else "-",
+                "-" if cpu is None else f"{cpu:.1f}%",
+                "-" if memory is None else human_size(int(memory)),
                 str(s["lastError"]),
             )
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    last = len(rows[0]) - 1
+    widths = [max(len(row[i]) for row in rows) for i in range(last)]
     return "\n".join(
         (
-            "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:5])) + "  " + row[5]
+            "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:last])) + "  " + row[last]
         ).rstrip()
         for row in rows
     )

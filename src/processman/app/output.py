@@ -41,6 +41,8 @@ class OutputPump:
         self._clock = clock
         self._tg = task_group
         self._log = log
+        #: lines written so far, per stream
+        self.lines: dict[str, int] = {"stdout": 0, "stderr": 0}
         self._failing: set[int] = set()  # id() of the sinks whose last write failed
         self._open_streams = 0
         self._readers: set[anyio.CancelScope] = set()
@@ -104,6 +106,7 @@ class OutputPump:
     def emit(self, pid: int, stream: StreamName, lines: list[str]) -> None:
         """Hand one batch of lines to every sink."""
         batch = LogBatch(self._process_id, stream, pid, self._clock.utcnow(), lines)
+        self.lines[stream] += len(lines)
         if self.line_hook is not None:
             self.line_hook(pid, lines)
         for sink in self._sinks:

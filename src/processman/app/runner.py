@@ -39,6 +39,7 @@ from processman.domain.state import (
     Exited,
     FileChanged,
     Notified,
+    OverMemory,
     ProbeFailed,
     Ready,
     RetryDue,
@@ -56,6 +57,14 @@ from processman.domain.state import (
     snapshot,
     transition,
 )
+from processman.domain.usage import (
+    MEMORY_CHECK_SECONDS,
+    Reading,
+    due,
+    human_size,
+    memory_error,
+    next_reading,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
@@ -69,6 +78,7 @@ if TYPE_CHECKING:
         Prober,
         ProcessHandle,
         Spawner,
+        Usage,
     )
 
 
@@ -120,6 +130,7 @@ class ProcessRunner:
         self._lock = anyio.Lock()
         self._closed = False
         self._handle: ProcessHandle | None = None
+        self._reading: Reading | None = None  # the current run's last CPU/memory reading
         self._stopping: set[ProcessHandle] = set()  # stops that may wait out their grace
         self._retry_scope: anyio.CancelScope | None = None
         self._changed = anyio.Event()
@@ -137,8 +148,45 @@ class ProcessRunner:
         return self._state
 
     def status(self) -> ProcessStatus:
-        """A snapshot of the public status."""
-        return snapshot(self._state, self.spec, self._argv, self._clock.monotonic())
+        """A snapshot of the public status (CPU and memory as last measured)."""
+        return snapshot(self._state, self.spec, self._argv, self._clock.monotonic(), self._reading)
+
+    def measured_status(self) -> ProcessStatus:
+        """The status with CPU and memory measured now, unless measured less than a
+        second ago (SPEC §11: read when asked, never polled)."""
+        self.measure()
+        return self.status()
+
+    def measure(self, *, fresh: bool = False) -> Reading | None:
+        """The current run's reading of its tree's CPU and memory, measured anew when
+        the last one is a second old (or ``fresh``); None unless running."""
+        now = self._clock.monotonic()
+        handle = self.measurement_due(now) if not fresh else self._handle
+        if handle is not None and self._state.run is not None:
+            self.take_measurement(handle, handle.usage(), now)
+        return self._reading if self._state.status is Status.RUNNING else None
+
+    @property
+    def reading(self) -> Reading | None:
+        """The current run's last reading, without measuring; None unless running."""
+        return self._reading if self._state.status is Status.RUNNING else None
+
+    def measurement_due(self, now: float) -> ProcessHandle | None:
+        """The handle to measure at ``now``, when running and the last reading is a
+        second old."""
+        handle = self._handle
+        if handle is None or self._state.status is not Status.RUNNING:
+            return None
+        return handle if due(self._reading, now) else None
+
+    def take_measurement(self, handle: ProcessHandle, usage: Usage | None, now: float) -> None:
+        """Keep what ``handle.usage()`` measured at ``now``, if that instance still runs."""
+        run = self._state.run
+        if usage is None or handle is not self._handle or run is None:
+            return
+        self._reading = next_reading(
+            self._reading, now, run.started_at, usage.cpu_seconds, usage.memory_bytes
+        )
 
     async def wait_for_status(self, statuses: Sequence[Status]) -> ProcessStatus:
         """Wait until the status is one of ``statuses``; return that snapshot."""
@@ -313,6 +361,7 @@ class ProcessRunner:
                 env=env,
                 pass_fds=pass_fds,
                 pid_env=pid_env,
+                max_memory=self.spec.max_memory,
             )
             handle = await self._spawner.spawn(request)
         except SpawnError as exc:
@@ -323,9 +372,12 @@ class ProcessRunner:
             await self._apply(SpawnFailed(f"cannot start {self._argv[0]}: {exc!r}"))
             return
         self._handle = handle
+        self._reading = None
         self.output.start(handle)
         self._tg.start_soon(self._watch_exit, handle)
         await self._apply(Spawned(handle.pid, self._clock.utcnow()))
+        if self.spec.max_memory is not None and not handle.limits_memory:
+            self._tg.start_soon(self._check_memory, handle, self.spec.max_memory)
         if self.spec.ready is not None or self.spec.health is not None:
             self._start_probes(handle, env)
 
@@ -409,8 +461,30 @@ class ProcessRunner:
         finally:
             self._stopping.discard(handle)
 
+    async def _check_memory(self, handle: ProcessHandle, limit: int) -> None:
+        """Where the kernel does not enforce ``maxMemory``: measure the tree every second
+        while this instance runs, and kill it past the limit."""
+        while self._handle is handle:
+            await self._clock.sleep(MEMORY_CHECK_SECONDS)
+            if self._handle is not handle:
+                return
+            reading = self.measure(fresh=True)
+            if reading is not None and reading.memory_bytes > limit:
+                async with self._lock:
+                    if self._handle is handle:
+                        reason = memory_error(limit)
+                        self._log.warning(
+                            "{} (the tree uses {})", reason, human_size(reading.memory_bytes)
+                        )
+                        await self._apply(OverMemory(reason))
+                return
+
     async def _watch_exit(self, handle: ProcessHandle) -> None:
         code = await handle.wait()
+        # the kernel's OOM kill at memory.max: asked before the cleanup removes the cgroup
+        limit = self.spec.max_memory
+        over = limit is not None and handle.limits_memory and handle.killed_for_memory()
+        reason = memory_error(limit) if over and limit is not None else ""
         if self._handle is handle:
             self._stop_probes()
         if self._handle is handle:  # it ended by itself, not by a stop of ours: what it
@@ -420,7 +494,7 @@ class ProcessRunner:
         async with self._lock:
             if self._handle is handle:
                 self._handle = None
-            await self._apply(Exited(handle.pid, code))
+            await self._apply(Exited(handle.pid, code, reason))
 
     async def _retry_after(self, delay: float) -> None:
         with anyio.CancelScope() as scope:

@@ -63,6 +63,7 @@ class RawProcess(_Raw, frozen=True):
     replicas: Annotated[int, msgspec.Meta(ge=0)] | None = None
     port: int | None = None
     sockets: list[str] = []
+    max_memory: str | Annotated[int, msgspec.Meta(gt=0)] | None = None
 
 
 class RawApi(_Raw, frozen=True):

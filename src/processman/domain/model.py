@@ -152,6 +152,8 @@ class ProcessSpec(msgspec.Struct, frozen=True, kw_only=True):
     #: set on a replica: its group's id and its index (``replicas.instance``)
     group: str | None = None
     replica: int | None = None
+    #: ``maxMemory`` in bytes (SPEC §11): the tree is killed past it
+    max_memory: int | None = None
 
     @property
     def group_id(self) -> str:
@@ -183,6 +185,8 @@ class ProcessSpec(msgspec.Struct, frozen=True, kw_only=True):
             raise ValueError("replicas must be 0 or more")
         if self.port is not None and not 0 < self.port < 65536:
             raise ValueError("port must be 1-65535")
+        if self.max_memory is not None and self.max_memory <= 0:
+            raise ValueError("maxMemory must be more than 0 bytes")
         if self.max_retries < -1:
             raise ValueError("maxRetries must be -1 (unlimited) or more")
         for name in (
@@ -303,3 +307,16 @@ class ProcessStatus(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     notify_status: str = ""
     group: str = ""
     replica: int | None = None
+    #: the tree's CPU use since the previous reading (100 = one core); None unless running
+    cpu_percent: float | None = None
+    #: the tree's resident memory; None unless running
+    memory_bytes: int | None = None
+
+
+class ProcessMetrics(msgspec.Struct, frozen=True, kw_only=True):
+    """One process as ``/metrics`` exposes it: its status, its tree's CPU time so far
+    (None unless running), and the lines it has written per stream."""
+
+    status: ProcessStatus
+    cpu_seconds: float | None
+    log_lines: dict[str, int]

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     import builtins
     from contextlib import AbstractContextManager
 
-    from processman.domain.model import Config, Probe, ProcessStatus
+    from processman.domain.model import Config, Probe, ProcessMetrics, ProcessStatus
 
 StreamName = Literal["stdout", "stderr"]
 
@@ -32,6 +32,16 @@ class SpawnRequest(msgspec.Struct, frozen=True, kw_only=True):
     pass_fds: tuple[int, ...] = ()
     #: variables of ``env`` set to the child's own pid, after the fork (``LISTEN_PID``)
     pid_env: tuple[str, ...] = ()
+    #: ``maxMemory``: a spawner that can have the kernel enforce it (a cgroup's
+    #: ``memory.max``) does, and says so in ``ProcessHandle.limits_memory``
+    max_memory: int | None = None
+
+
+class Usage(msgspec.Struct, frozen=True):
+    """What an instance's whole tree uses: CPU time since it began, and memory now."""
+
+    cpu_seconds: float
+    memory_bytes: int
 
 
 @runtime_checkable
@@ -75,6 +85,19 @@ class ProcessHandle(Protocol):
         Raises:
             ValueError: the platform cannot send that signal.
         """
+        ...
+
+    def usage(self) -> Usage | None:
+        """Measure the tree now (its cgroup, else its processes); None once it is gone."""
+        ...
+
+    @property
+    def limits_memory(self) -> bool:
+        """Whether the kernel enforces the request's ``max_memory`` on the tree."""
+        ...
+
+    def killed_for_memory(self) -> bool:
+        """Whether the kernel killed the tree for going over its ``max_memory``."""
         ...
 
 
@@ -208,6 +231,10 @@ class ProcessControl(Protocol):
 
     def list(self) -> builtins.list[ProcessStatus]:
         """Every status, in config order."""
+        ...
+
+    def metrics(self) -> builtins.list[ProcessMetrics]:
+        """What ``/metrics`` exposes of every process."""
         ...
 
     def status(self, process_id: str) -> ProcessStatus:

@@ -12,12 +12,15 @@ was already stopped) leave the state unchanged and produce no effect.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TypeAlias
+from typing import TYPE_CHECKING, TypeAlias
 
 import msgspec
 
 from processman.domain.backoff import backoff_delay
 from processman.domain.model import ProcessSpec, ProcessStatus, RestartPolicy, Status
+
+if TYPE_CHECKING:
+    from processman.domain.usage import Reading
 
 
 class Run(msgspec.Struct, frozen=True):
@@ -75,6 +78,8 @@ class Exited(msgspec.Struct, frozen=True):
 
     pid: int
     code: int
+    #: why it failed, when more is known than its code (the kernel killed it at maxMemory)
+    reason: str = ""
 
 
 class StopDone(msgspec.Struct, frozen=True):
@@ -118,6 +123,13 @@ class Notified(msgspec.Struct, frozen=True):
     text: str
 
 
+class OverMemory(msgspec.Struct, frozen=True):
+    """The running instance's tree uses more than its ``maxMemory``: it is killed, and the
+    run counts as a failed one with ``reason`` as its error."""
+
+    reason: str
+
+
 class ProbeFailed(msgspec.Struct, frozen=True):
     """The running instance was not ready in time, or failed its health check: it is
     stopped, and the run counts as a failed one with ``reason`` as its error."""
@@ -139,6 +151,7 @@ Event: TypeAlias = (
     | DepsMet
     | Ready
     | ProbeFailed
+    | OverMemory
     | Notified
 )
 
@@ -227,6 +240,14 @@ def transition(state: State, event: Event, spec: ProcessSpec, now: float) -> Out
             )
         return unchanged
 
+    if isinstance(event, OverMemory):
+        if status is Status.RUNNING:
+            # RUNNING -> STOPPING: killed at once, as the kernel would; a failed run
+            return _replace(state, status=Status.STOPPING, failing=event.reason), (
+                StopTree("SIGKILL", 0.0),
+            )
+        return unchanged
+
     if isinstance(event, Stop):
         if status is Status.WAITING:
             # WAITING -> STOPPED
@@ -263,7 +284,7 @@ def transition(state: State, event: Event, spec: ProcessSpec, now: float) -> Out
         if status is Status.RUNNING and state.run is not None and state.run.pid == event.pid:
             # RUNNING -> BACKOFF, EXITED or CRASHED
             ran_for = now - state.run.started_at
-            return _ended(state, spec, event.code, ran_for, None)
+            return _ended(state, spec, event.code, ran_for, None, event.reason or None)
         return unchanged  # the exit of an instance being (or already) stopped
 
     if isinstance(event, StopDone):
@@ -358,9 +379,17 @@ def _replace(state: State, **changes: object) -> State:
     return msgspec.structs.replace(state, **changes)
 
 
-def snapshot(state: State, spec: ProcessSpec, argv: tuple[str, ...], now: float) -> ProcessStatus:
-    """The public status of a process, derived from its state."""
+def snapshot(
+    state: State,
+    spec: ProcessSpec,
+    argv: tuple[str, ...],
+    now: float,
+    reading: Reading | None = None,
+) -> ProcessStatus:
+    """The public status of a process, derived from its state (and the current run's
+    last ``reading`` of CPU and memory)."""
     run = state.run
+    measured = reading if state.status is Status.RUNNING else None
     return ProcessStatus(
         id=spec.id,
         status=state.status,
@@ -376,6 +405,8 @@ def snapshot(state: State, spec: ProcessSpec, argv: tuple[str, ...], now: float)
         notify_status=state.notify_status,
         group=spec.group_id,
         replica=spec.replica,
+        cpu_percent=measured.cpu_percent if measured else None,
+        memory_bytes=measured.memory_bytes if measured else None,
     )
 
 
@@ -384,6 +415,7 @@ __all__ = [
     "CancelRetry",
     "DepsMet",
     "Notified",
+    "OverMemory",
     "ProbeFailed",
     "Ready",
     "Effect",
