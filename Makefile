@@ -35,15 +35,18 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy src
 
-# Real programs some tests drive (redis-server, a Type=notify program): installed with
-# apt-get where it can run (as root, as CI does); elsewhere their tests skip, saying why.
+# Real programs some tests drive (redis-server, a Type=notify program; Chromium, which
+# Playwright drives for the dashboard's tests): installed with apt-get where it can run
+# (as root, as CI does); elsewhere their tests skip, saying why.
 system-deps:
-	@if ! command -v redis-server >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] \
-		&& command -v apt-get >/dev/null 2>&1; then \
-		echo "installing redis-server with apt-get"; \
+	@missing=""; \
+	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing$$missing with apt-get"; \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-			redis-server) >/dev/null 2>&1 \
-			|| echo "apt-get could not install redis-server: its tests will skip"; \
+			$$missing) >/dev/null 2>&1 \
+			|| echo "apt-get could not install$$missing: their tests will skip"; \
 	fi
 
 test: $(STAMP) system-deps

@@ -128,17 +128,22 @@ def test_status_start_stop_restart_and_exit_codes(supervisor: Supervisor) -> Non
     result = supervisor.cli("status")
     assert result.returncode == 0, result.stderr
     header, *rows = result.stdout.splitlines()
-    assert header.split() == ["ID", "STATUS", "PID", "UPTIME", "RESTARTS", "LAST", "ERROR"]
-    assert [row.split()[:2] for row in rows] == [["echo", "running"], ["env", "running"]]
+    assert header.split() == [
+        *("ID", "STATUS", "PID", "UPTIME", "RESTARTS", "READY", "CPU", "MEM", "LAST", "ERROR")
+    ]
+    assert [row.split()[:2] + row.split()[5:6] for row in rows] == [
+        ["echo", "running", "yes"],
+        ["env", "running", "yes"],
+    ]
+    cpu, memory = rows[0].split()[6], rows[0].split()[7:9]
+    assert cpu.endswith("%") and memory[1] in ("KiB", "MiB"), rows[0]  # the whole tree's
 
     as_json = json.loads(supervisor.cli("status", "--json").stdout)
     assert [s["id"] for s in as_json] == ["echo", "env"] and "restartCount" in as_json[0]
 
     stopped = supervisor.cli("stop", "echo")
-    assert stopped.returncode == 0 and stopped.stdout.splitlines()[1].split()[:3] == [
-        "echo",
-        "stopped",
-        "-",
+    assert stopped.returncode == 0 and stopped.stdout.splitlines()[1].split()[:6] == [
+        *("echo", "stopped", "-", "-", "0", "-")
     ]
     assert not pid_alive(as_json[0]["pid"])
     assert supervisor.cli("start", "echo").stdout.splitlines()[1].split()[1] == "running"
@@ -150,6 +155,57 @@ def test_status_start_stop_restart_and_exit_codes(supervisor: Supervisor) -> Non
     assert unreachable.returncode == 3 and "cannot reach the processman API" in unreachable.stderr
     for result in (unknown, unreachable):
         assert "Traceback" not in result.stderr and len(result.stderr.splitlines()) == 1
+
+
+def test_status_watch_redraws_in_place_on_each_change_and_restores_the_terminal(
+    supervisor: Supervisor,
+) -> None:
+    import pty
+
+    env = {k: v for k, v in os.environ.items() if k not in ("PROCESSMAN_API", "PROCESSMAN_TOKEN")}
+    env["PROCESSMAN_API"] = supervisor.url
+    leader, follower = pty.openpty()
+    watch = subprocess.Popen(
+        [sys.executable, "-m", "processman", "status", "--watch"],
+        stdin=follower,
+        stdout=follower,
+        stderr=follower,
+        env=env,
+    )
+    os.close(follower)
+    screen = b""
+
+    def read_until(needle: bytes) -> None:
+        nonlocal screen
+        deadline = time.monotonic() + 15
+        while needle not in screen:
+            assert time.monotonic() < deadline, screen[-2000:]
+            import select
+
+            if select.select([leader], [], [], 0.2)[0]:
+                try:
+                    screen += os.read(leader, 65536)
+                except OSError:  # the other end closed
+                    break
+
+    try:
+        read_until(b"env ")
+        assert screen.startswith(b"\x1b[?1049h\x1b[?25l")  # the alternate screen, no cursor
+        assert b"\x1b[2J" not in screen  # redrawn in place, never cleared: no flicker
+        start = len(screen)
+        assert supervisor.cli("stop", "echo").returncode == 0
+        read_until(b"stopped")
+        assert b"\x1b[H" in screen[start:]  # from the top, over the old table
+        watch.send_signal(signal.SIGINT)  # Ctrl-C
+        assert watch.wait(10) == 0
+        read_until(b"\x1b[?1049l")
+        assert screen.endswith(b"\x1b[?25h\x1b[?1049l")  # the cursor and the screen back
+        assert b"Traceback" not in screen
+    finally:
+        if watch.poll() is None:
+            watch.kill()
+            watch.wait()
+        os.close(leader)
 
 
 @pytest.mark.parametrize(
@@ -387,7 +443,7 @@ def test_schemathesis_finds_no_500_and_no_schema_violation(tmp_path: Path) -> No
                 )
 
             check()
-        assert len(checked) == 10, checked
+        assert len(checked) == 11, checked
     finally:
         running.shutdown()
 

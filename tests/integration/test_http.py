@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import socket
 import sys
@@ -92,6 +93,8 @@ STATUS_KEYS = {
     "notifyStatus",
     "group",
     "replica",
+    "cpuPercent",
+    "memoryBytes",
 }
 RFC3339_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 
@@ -543,3 +546,94 @@ async def test_reload_of_a_config_made_in_python_says_so() -> None:
         answer = await client.post("/api/reload")
     assert answer.status_code == 400
     assert answer.json() == {"error": "<config>: not read from a file: pass the new config"}
+
+
+METRIC_FAMILIES = {  # SPEC §11: name -> (type, labels)
+    "processman_process_up": ("gauge", {"id", "group"}),
+    "processman_process_ready": ("gauge", {"id", "group"}),
+    "processman_process_status": ("gauge", {"id", "group", "status"}),
+    "processman_process_restarts": ("counter", {"id", "group"}),
+    "processman_process_start_time_seconds": ("gauge", {"id", "group"}),
+    "processman_process_cpu_seconds": ("counter", {"id", "group"}),
+    "processman_process_resident_memory_bytes": ("gauge", {"id", "group"}),
+    "processman_log_lines": ("counter", {"id", "group", "stream"}),
+}
+
+
+async def test_metrics_in_the_prometheus_text_format() -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    config = make_config(
+        script("echo", "echo.py"),
+        script("web", "long_running.py", replicas=2),
+        script("idle", "echo.py", autostart=False),
+        token="s3cret",
+    )
+    async with api(config) as (manager, client):
+        assert (await client.get("/metrics")).status_code == 401  # the token rule holds
+        auth = {"Authorization": "Bearer s3cret"}
+        await wait_until(lambda: bool(manager.logs("echo")))
+        answer = await client.get("/metrics", headers=auth)
+        assert answer.status_code == 200
+        assert answer.headers["content-type"].startswith("text/plain; version=0.0.4")
+        families = {f.name: f for f in text_string_to_metric_families(answer.text)}
+    for name, (kind, labels) in METRIC_FAMILIES.items():
+        family = families[name]
+        assert family.type == kind, name
+        assert family.samples, name
+        assert all(set(sample.labels) == labels for sample in family.samples), name
+    assert {"process_cpu_seconds", "process_resident_memory_bytes"} <= set(families)
+
+    def value(name: str, **labels: str) -> float:
+        [sample] = [
+            s
+            for s in families[name].samples
+            if labels.items() <= s.labels.items() and not s.name.endswith("_created")
+        ]
+        return sample.value
+
+    assert value("processman_process_up", id="web-1", group="web") == 1
+    assert value("processman_process_up", id="idle") == 0
+    assert value("processman_process_status", id="idle", status="stopped") == 1
+    assert value("processman_process_status", id="idle", status="running") == 0
+    assert value("processman_process_resident_memory_bytes", id="web-0") > 1_000_000
+    assert value("processman_log_lines", id="echo", stream="stdout") >= 1
+    running = {s.labels["id"] for s in families["processman_process_start_time_seconds"].samples}
+    assert "idle" not in running and {"web-0", "web-1"} <= running
+
+
+async def test_the_api_socket_of_run_sends_small_answers_at_once() -> None:
+    # A socket made without naming IPPROTO_TCP gets no TCP_NODELAY from asyncio: a small
+    # answer written in two pieces (a gzipped /metrics) waited 40 ms for the client's
+    # delayed ACK (Nagle), every scrape after the first
+    from processman.app.cli import _bind
+
+    sock = _bind("127.0.0.1", 0)
+    manager = ProcessManager(make_config())
+    server = ApiServer(create_app(manager))
+    try:
+        async with manager, anyio.create_task_group() as tg:
+            await tg.start(server.serve, sock)
+            with socket.create_connection(sock.getsockname()) as client:
+                client.sendall(b"GET /api/health HTTP/1.1\r\nHost: x\r\n\r\n")
+                answer = await anyio.to_thread.run_sync(client.recv, 4096)
+                assert b"200 OK" in answer
+                ours = client.getsockname()
+                options = []
+                for fd in map(int, os.listdir("/proc/self/fd")):
+                    try:
+                        peer = socket.socket(fileno=os.dup(fd))
+                    except OSError:
+                        continue
+                    with peer:
+                        try:
+                            if peer.type == socket.SOCK_STREAM and peer.getpeername() == ours:
+                                options.append(
+                                    peer.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+                                )
+                        except OSError:
+                            pass
+            server.stop()
+    finally:
+        sock.close()
+    assert options and all(options), options  # the server's end of our connection

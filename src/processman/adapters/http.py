@@ -8,7 +8,11 @@ same msgspec types the handlers encode.
 from __future__ import annotations
 
 import contextlib
+import functools
+import gzip
 import hmac
+import html
+import importlib.resources
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -30,8 +34,9 @@ from processman.domain.errors import (
     ProcessNotRunningError,
     UnknownProcessError,
 )
-from processman.domain.model import SIGNAL_NAMES, ProcessStatus
+from processman.domain.model import SIGNAL_NAMES, ProcessStatus, Status
 from processman.domain.ports import LogEntry, ProcessControl
+from processman.domain.usage import human_size
 
 if TYPE_CHECKING:
     import socket
@@ -235,6 +240,41 @@ def create_app(
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
 
+    async def dashboard(request: Request) -> Response:
+        # the table as of the page load, for a browser without JavaScript; with a token
+        # the page must first ask for it, so it shows nothing before
+        rows: list[ProcessStatus] | str = "sign in to see the processes"
+        if expected_bytes is None:
+            try:
+                rows = manager.list()
+            except NotRunningError as exc:
+                rows = str(exc)
+        return Response(
+            dashboard_page(rows),
+            media_type="text/html; charset=utf-8",
+            headers={"Cache-Control": "no-store", **_PAGE_HEADERS},
+        )
+
+    async def asset(request: Request) -> Response:
+        name = request.url.path.rsplit("/", 1)[-1]
+        return Response(
+            _asset(name), media_type=_ASSET_TYPES[name.rsplit(".", 1)[-1]], headers=_PAGE_HEADERS
+        )
+
+    exposition: list[Any] = []  # made on the first scrape (prometheus_client loads then)
+
+    async def metrics(request: Request) -> Response:
+        from processman.adapters import _prometheus
+
+        if not exposition:
+            exposition.append(_prometheus.Exposition(manager.metrics))
+        body = exposition[0].render()
+        headers = {}
+        if "gzip" in request.headers.get("accept-encoding", ""):  # as Prometheus asks
+            body = gzip.compress(body, compresslevel=1)  # 500 processes: 519 KiB -> 39
+            headers["Content-Encoding"] = "gzip"
+        return Response(body, media_type=_prometheus.CONTENT_TYPE, headers=headers)
+
     async def openapi(request: Request) -> Response:
         ids = [spec.id for spec in manager.config.processes]
         document = openapi_document(secured=expected_bytes is not None, ids=ids)
@@ -258,7 +298,11 @@ def create_app(
         Route("/api/processes/{id}/logs/stream", guarded(stream), methods=["GET"]),
         Route("/api/events", guarded(events), methods=["GET"]),
         Route("/api/reload", guarded(reload), methods=["POST"]),
+        Route("/metrics", guarded(metrics), methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
+        Route("/", dashboard, methods=["GET"]),
+        Route("/dashboard.js", asset, methods=["GET"]),
+        Route("/dashboard.css", asset, methods=["GET"]),
     ]
 
     async def http_error(request: Request, exc: Exception) -> Response:
@@ -296,6 +340,52 @@ async def _events(
             if dropped:
                 chunk += b"event: gap\ndata: " + _encode(Gap(dropped)) + b"\n\n"
             yield chunk
+
+
+_ASSET_TYPES = {"js": "text/javascript; charset=utf-8", "css": "text/css; charset=utf-8"}
+#: the page loads nothing but its own files, and no other site may frame it
+_PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+}
+
+
+@functools.cache
+def _asset(name: str) -> bytes:
+    """A file of the dashboard, from the package (read once)."""
+    return (importlib.resources.files("processman.adapters") / "dashboard" / name).read_bytes()
+
+
+def dashboard_page(statuses: list[ProcessStatus] | str) -> bytes:
+    """The dashboard's page, with the table of ``statuses`` rendered in (or a message in
+    its place: the token is needed first, the manager is not running)."""
+    if isinstance(statuses, str):
+        rows = f'<tr><td colspan="10">{html.escape(statuses)}</td></tr>'
+    else:
+        rows = "\n".join(_row(status) for status in statuses)
+    return _asset("index.html").replace(b"<!--ROWS-->", rows.encode())
+
+
+def _row(s: ProcessStatus) -> str:
+    running = s.status is Status.RUNNING
+    cells = [
+        s.id,
+        s.status.value,
+        ("yes" if s.ready else "no") if running else "-",
+        "-" if s.pid is None else str(s.pid),
+        f"{s.uptime:.0f}s" if running else "-",
+        str(s.restart_count),
+        "-" if s.cpu_percent is None else f"{s.cpu_percent:.1f}%",
+        "-" if s.memory_bytes is None else human_size(s.memory_bytes),
+        s.last_error,
+        "",
+    ]
+    classes = ["", f"status status-{s.status.value}", "", "", "", "", "", "", "error-cell"]
+    tds = "".join(
+        f'<td class="{cls}">{html.escape(text)}</td>' if cls else f"<td>{html.escape(text)}</td>"
+        for text, cls in zip(cells, [*classes, ""], strict=True)
+    )
+    return f'<tr data-id="{html.escape(s.id)}">{tds}</tr>'
 
 
 class ReloadReply(msgspec.Struct, frozen=True, kw_only=True):
@@ -523,6 +613,20 @@ def openapi_document(*, secured: bool, ids: list[str] | None = None) -> dict[str
                         "content": {"text/event-stream": {"schema": {"type": "string"}}},
                     },
                     **fail,
+                },
+            }
+        },
+        "/metrics": {
+            "get": {
+                "summary": "Every process's metrics in the Prometheus text format (SPEC §11)",
+                "responses": {
+                    "200": {
+                        "description": "processman_process_* and processman_log_lines_total "
+                        "with labels id and group, and the manager's own process_*",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    },
+                    "401": fail["401"],
+                    "503": fail["503"],
                 },
             }
         },
