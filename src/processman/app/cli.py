@@ -760,6 +760,8 @@ def _watch(client: ApiClient, ids: list[str]) -> int:
 
     def draw() -> None:
         with lock:
+            if done.is_set():  # the terminal is being given back
+                return
             table = format_table([s for s in statuses.values() if shown(s)])
             if tty:  # in place, line by line: no clear, so no flicker
                 lines = table.split("\n")
@@ -800,10 +802,11 @@ def _watch(client: ApiClient, ids: list[str]) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        done.set()
-        if tty:
-            sys.stdout.write("\x1b[?25h\x1b[?1049l")
-            sys.stdout.flush()
+        with lock:  # after any redraw under way, and none after this
+            done.set()
+            if tty:
+                sys.stdout.write("\x1b[?25h\x1b[?1049l")
+                sys.stdout.flush()
     return EXIT_OK
 
 
