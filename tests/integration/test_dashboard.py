@@ -138,7 +138,9 @@ def status_cell(page: Any, process_id: str, field: str) -> Any:
     return page.locator(f'tr[data-id="{process_id}"] [data-field="{field}"]')
 
 
-def test_the_dashboard_is_live_and_its_buttons_and_logs_work(tmp_path: Path, browser: Any) -> None:
+def test_the_dashboard_is_live_its_buttons_and_logs_work_and_it_fits_a_phone(
+    tmp_path: Path, browser: Any
+) -> None:
     from playwright.sync_api import expect
 
     port = free_port()
@@ -186,6 +188,23 @@ def test_the_dashboard_is_live_and_its_buttons_and_logs_work(tmp_path: Path, bro
 
         page.screenshot(path=str(_screenshot_path(tmp_path)), full_page=True)
         page.close()
+
+        # a phone: nothing wider than the screen, the page does not scroll sideways
+        phone = browser.new_page(viewport={"width": 390, "height": 844}, is_mobile=True)
+        phone.goto(base)
+        expect(status_cell(phone, "ticker", "status")).to_have_text("running")
+        assert phone.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+        box = phone.get_by_role("button", name="stop ticker", exact=True).bounding_box()
+        assert box is not None and box["x"] + box["width"] <= 390
+        phone.close()
+
+        # without JavaScript: the table as of the page load
+        context = browser.new_context(java_script_enabled=False)
+        static = context.new_page()
+        static.goto(base)
+        expect(static.locator('tr[data-id="ticker"] .status')).to_have_text("running")
+        expect(static.locator('tr[data-id="web-1"]')).to_be_visible()
+        context.close()
     assert urls and all(url.startswith(base) for url in urls)  # nothing from elsewhere
 
 
@@ -245,28 +264,3 @@ def test_mounted_under_a_prefix_in_a_host_app(tmp_path: Path, browser: Any) -> N
         page.get_by_role("button", name="idle", exact=True).click()
         expect(page.locator("#logs")).to_be_visible()
         page.close()
-
-
-def test_readable_on_a_phone_and_the_table_is_there_without_javascript(
-    tmp_path: Path, browser: Any
-) -> None:
-    from playwright.sync_api import expect
-
-    port = free_port()
-    base = f"http://127.0.0.1:{port}/"
-    with serving(processman_run(write_config(tmp_path), port), base):
-        phone = browser.new_page(viewport={"width": 390, "height": 844}, is_mobile=True)
-        phone.goto(base)
-        expect(status_cell(phone, "ticker", "status")).to_have_text("running")
-        # nothing wider than the screen: the page does not scroll sideways
-        assert phone.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
-        box = phone.get_by_role("button", name="stop ticker", exact=True).bounding_box()
-        assert box is not None and box["x"] + box["width"] <= 390
-        phone.close()
-
-        context = browser.new_context(java_script_enabled=False)
-        static = context.new_page()
-        static.goto(base)
-        expect(static.locator('tr[data-id="ticker"] .status')).to_have_text("running")
-        expect(static.locator('tr[data-id="web-1"]')).to_be_visible()
-        context.close()

@@ -25,6 +25,11 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.anyio
 
 
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"  # about the OS's process trees: trio runs the same manager in test_supervise
+
+
 def cgroups_writable() -> bool:
     base = cgroup2_base()
     if base is None:

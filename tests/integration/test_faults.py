@@ -22,6 +22,11 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.anyio
 
 
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"  # about the OS's faults: trio runs the same manager in test_supervise
+
+
 def lines(m: ProcessManager, process_id: str) -> list[str]:
     return [e.line for e in m.logs(process_id, 1000)]
 

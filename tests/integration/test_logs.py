@@ -29,6 +29,12 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.anyio
 
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"  # about files and disks: trio runs the same sinks in test_supervise
+
+
 LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (stdout|stderr) \| (.*)$")
 
 

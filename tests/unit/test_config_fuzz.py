@@ -117,7 +117,7 @@ def named_field(data: bytes, name: str, tmp: Path, document: Any) -> None:
 
 
 FUZZ = settings(
-    max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), database=None
+    max_examples=100, deadline=None, suppress_health_check=list(HealthCheck), database=None
 )
 
 
@@ -149,7 +149,7 @@ def test_toml_documents(document: Any) -> None:
     check(_to_toml(document).encode(), "p.toml", tmp)
 
 
-@settings(max_examples=600, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+@settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck), database=None)
 @given(name=st.sampled_from(sorted(VALID)), data=st.data())
 def test_mutations_of_valid_files(name: str, data: st.DataObject) -> None:
     text = bytearray(VALID[name].encode())

@@ -215,5 +215,5 @@ class Lifecycle(RuleBasedStateMachine):
             assert self.spec.max_retries < 0 or state.failures <= self.spec.max_retries
 
 
-Lifecycle.TestCase.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
+Lifecycle.TestCase.settings = settings(max_examples=100, stateful_step_count=40, deadline=None)
 test_lifecycle = Lifecycle.TestCase
