@@ -171,6 +171,9 @@ def test_status_watch_redraws_in_place_on_each_change_and_restores_the_terminal(
         stdout=follower,
         stderr=follower,
         env=env,
+        # as from a terminal: a suite run as a background job (CI) ignores SIGINT, and
+        # the child would inherit that and never see the Ctrl-C
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     os.close(follower)
     screen = b""
