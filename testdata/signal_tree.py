@@ -1,5 +1,6 @@
 """A parent and a child that each say which signal they got (SIGUSR1, SIGHUP), then go on."""
 
+import os
 import signal
 import subprocess
 import sys
@@ -8,7 +9,9 @@ import time
 
 def say(role: str) -> None:
     def handler(number: int, _frame: object) -> None:
-        print(f"{role} got {signal.Signals(number).name}", flush=True)
+        # one write of the whole line: print() under PYTHONUNBUFFERED writes the text and
+        # the newline apart, and the parent's and child's lines ran into one (CI)
+        os.write(1, f"{role} got {signal.Signals(number).name}\n".encode())
 
     for sig in (signal.SIGUSR1, signal.SIGHUP):
         signal.signal(sig, handler)
