@@ -176,6 +176,12 @@ def test_the_dashboard_is_live_its_buttons_and_logs_work_and_it_fits_a_phone(
                 re.compile(f"^(-|{pids[i]})$"), timeout=10_000
             )
 
+        # scaling down: the removed replica's row goes (event: removed)
+        scaled = httpx.post(f"{base}api/processes/web/scale?replicas=1", timeout=10)
+        assert scaled.status_code == 200
+        expect(page.locator('tr[data-id="web-1"]')).to_have_count(0)
+        expect(page.locator('tr[data-group="web"]')).to_contain_text("1 of 1 running")
+
         # CPU and memory, measured when the page asks (every 2 s)
         expect(status_cell(page, "web-0", "memory")).to_have_text(re.compile(r"MiB$"))
 
@@ -203,7 +209,7 @@ def test_the_dashboard_is_live_its_buttons_and_logs_work_and_it_fits_a_phone(
         static = context.new_page()
         static.goto(base)
         expect(static.locator('tr[data-id="ticker"] .status')).to_have_text("running")
-        expect(static.locator('tr[data-id="web-1"]')).to_be_visible()
+        expect(static.locator('tr[data-id="web-0"]')).to_be_visible()
         context.close()
     assert urls and all(url.startswith(base) for url in urls)  # nothing from elsewhere
 

@@ -62,13 +62,17 @@ def proc(process_id: str, **values: object) -> ProcessSpec:
     return ProcessSpec(id=process_id, cwd="/", command=(process_id,), backoff=5.0, **values)  # type: ignore[arg-type]
 
 
+def manager(*specs: ProcessSpec, spawner: FakeSpawner, clock: FakeClock) -> ProcessManager:
+    return ProcessManager(
+        Config(processes=specs), spawner=spawner, clock=clock, log_sinks=[RecordingSink()]
+    )
+
+
 @pytest.mark.anyio
 async def test_max_memory_is_checked_every_second_and_kills_the_tree() -> None:
     clock, spawner = FakeClock(), FakeSpawner()
     specs = (proc("hog", max_memory=512 * MB), proc("calm"))
-    async with ProcessManager(
-        Config(processes=specs), spawner=spawner, clock=clock, log_sinks=[RecordingSink()]
-    ) as m:
+    async with manager(*specs, spawner=spawner, clock=clock) as m:
         by_id = {p.request.process_id: p for p in spawner.processes}
         hog, calm = by_id["hog"], by_id["calm"]
         assert hog.request.max_memory == 512 * MB  # the spawner may have the kernel do it
@@ -90,12 +94,7 @@ async def test_max_memory_is_checked_every_second_and_kills_the_tree() -> None:
 @pytest.mark.anyio
 async def test_the_kernels_kill_at_its_limit_is_reported_as_the_memory_error() -> None:
     clock, spawner = FakeClock(), FakeSpawner()
-    async with ProcessManager(
-        Config(processes=(proc("hog", max_memory=MIB * 1024),)),
-        spawner=spawner,
-        clock=clock,
-        log_sinks=[RecordingSink()],
-    ) as m:
+    async with manager(proc("hog", max_memory=MIB * 1024), spawner=spawner, clock=clock) as m:
         [hog] = spawner.processes
         hog.limits_memory = True  # as a cgroup with memory.max would
         hog.oom_killed = True
@@ -108,9 +107,7 @@ async def test_the_kernels_kill_at_its_limit_is_reported_as_the_memory_error() -
 @pytest.mark.anyio
 async def test_no_reading_is_taken_unless_asked() -> None:
     clock, spawner = FakeClock(), FakeSpawner()
-    async with ProcessManager(
-        Config(processes=(proc("a"),)), spawner=spawner, clock=clock, log_sinks=[RecordingSink()]
-    ) as m:
+    async with manager(proc("a"), spawner=spawner, clock=clock) as m:
         [a] = spawner.processes
         calls = 0
         measure = a.usage

@@ -26,7 +26,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from processman._version import __version__
-from processman.domain.durations import parse_duration
+from processman.domain.durations import format_uptime, parse_duration
 from processman.domain.errors import (
     ConfigError,
     NotReadyError,
@@ -373,7 +373,7 @@ def _row(s: ProcessStatus) -> str:
         s.status.value,
         ("yes" if s.ready else "no") if running else "-",
         "-" if s.pid is None else str(s.pid),
-        f"{s.uptime:.0f}s" if running else "-",
+        format_uptime(s.uptime) if running else "-",
         str(s.restart_count),
         "-" if s.cpu_percent is None else f"{s.cpu_percent:.1f}%",
         "-" if s.memory_bytes is None else human_size(s.memory_bytes),

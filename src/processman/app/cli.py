@@ -32,7 +32,7 @@ from processman.adapters.logs import add_console_sink, logs_dir_problem
 from processman.app.container import Container
 from processman.app.manager import ProcessManager
 from processman.app.runner import resolve_here
-from processman.domain.durations import parse_duration
+from processman.domain.durations import format_uptime, parse_duration
 from processman.domain.errors import (
     AlreadySupervisedError,
     ApiError,
@@ -999,18 +999,3 @@ def format_table(statuses: list[dict[str, Any]]) -> str:
         ).rstrip()
         for row in rows
     )
-
-
-def format_uptime(seconds: float) -> str:
-    """``42s``, ``5m03s``, ``2h10m``, ``3d04h``."""
-    whole = int(seconds)
-    if whole < 60:
-        return f"{seconds:.0f}s"
-    minutes, secs = divmod(whole, 60)
-    if minutes < 60:
-        return f"{minutes}m{secs:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 24:
-        return f"{hours}h{minutes:02d}m"
-    days, hours = divmod(hours, 24)
-    return f"{days}d{hours:02d}h"

@@ -54,3 +54,18 @@ def format_duration(seconds: float) -> str:
     if seconds < 1:
         return f"{seconds * 1000:g}ms"
     return f"{seconds:g}s"
+
+
+def format_uptime(seconds: float) -> str:
+    """An uptime as the status table shows it: ``42s``, ``5m03s``, ``2h10m``, ``3d04h``."""
+    whole = int(seconds)
+    if whole < 60:
+        return f"{seconds:.0f}s"
+    minutes, secs = divmod(whole, 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours}h{minutes:02d}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d{hours:02d}h"
