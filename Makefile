@@ -52,7 +52,7 @@ system-deps:
 test: $(STAMP) system-deps
 	$(BIN)/ruff check src tests testdata examples benchmarks
 	$(BIN)/mypy src
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2  # two workers: most tests wait on real children, not the CPU
 
 clean:
 	rm -rf $(VENV) .venv-3.* .mypy_cache .pytest_cache .ruff_cache
