@@ -46,6 +46,7 @@ from processman.domain.model import (
     normalise_signal,
 )
 from processman.domain.ordering import find_cycle
+from processman.domain.origin import Origin, Source
 from processman.domain.replicas import deferred, holds_deferred, member_ids, normalise_address
 from processman.domain.templating import expand
 
@@ -153,6 +154,40 @@ def parse_config(
     environ: Mapping[str, str],
 ) -> Config:
     """Parse the bytes of a config file named ``file`` (its name picks the format)."""
+    return _parse(data, file, api_listen, environ)[0]
+
+
+def load_export_source(
+    path: str | os.PathLike[str] | None = None, *, environ: Mapping[str, str] | None = None
+) -> Source:
+    """``load_config``, with what ``export`` needs beyond the specs: each process's
+    ``envFile`` and the template values taken from ``environ`` (SPEC §12).
+
+    Raises:
+        ConfigError: as ``load_config``.
+    """
+    file = Path(path) if path is not None else discover()
+    try:
+        data = read_small_file(file)
+    except OSError:
+        load_config(file, environ=environ)  # raises its ConfigError
+        raise
+    env = dict(os.environ if environ is None else environ)
+    config, builder = _parse(data, file, None, env)
+    return Source(
+        config=msgspec.structs.replace(config, source=str(file.resolve())),
+        origins=builder.origins,
+        from_environment=tuple(
+            (field, name)
+            for field, name in builder.reads
+            if field == "PORT" or field.startswith(("api.", "logs."))
+        ),
+    )
+
+
+def _parse(
+    data: bytes, file: Path, api_listen: str | None, environ: Mapping[str, str]
+) -> tuple[Config, _Builder]:
     name = str(file)
     try:
         text = data.decode("utf-8-sig")
@@ -163,21 +198,21 @@ def parse_config(
     base_dir = str(file.resolve().parent)
     builder = _Builder(name, base_dir, environ)
     if file.name == "Procfile" or file.name.startswith("Procfile."):
-        return builder.procfile(text)
+        return builder.procfile(text), builder
     try:
         document = _parse_document(name, file.suffix.lower(), text)
     except RecursionError:  # tomllib, json and PyYAML all recurse per level of nesting
         raise ConfigError(name, "", "nested too deeply to be a config file") from None
     if isinstance(document, list) and file.suffix.lower() == ".json":
         processes = _convert(name, _legacy_unset(document), list[RawProcess], prefix="")
-        return builder.build(RawConfig(processes=processes), api_listen, legacy=True)
+        return builder.build(RawConfig(processes=processes), api_listen, legacy=True), builder
     if not isinstance(document, dict):
         expected = "an object with a `processes` list"
         if file.suffix.lower() == ".json":
             expected += " (or, for pb_processes.json, a list of processes)"
         raise ConfigError(name, "", f"expected {expected}, got {_type_name(document)}")
     raw = _convert(name, document, RawConfig, prefix="")
-    return builder.build(raw, api_listen, legacy=False)
+    return builder.build(raw, api_listen, legacy=False), builder
 
 
 def _parse_document(name: str, suffix: str, text: str) -> Any:
@@ -322,11 +357,25 @@ class _Builder:
         self.file = file
         self.base_dir = base_dir
         self.environ = environ
+        #: what ``export`` needs to know: the fields whose templates read the environment
+        #: (and which name), and each process's ``Origin``
+        self.field = ""
+        self.reads: list[tuple[str, str]] = []
+        self.api_reads: list[str] = []
+        self.origins: dict[str, Origin] = {}
+
+    def from_environment(self, name: str) -> str | None:
+        """``environ[name]``, noted as read by the field being expanded."""
+        value = self.environ.get(name)
+        if value is not None:
+            self.reads.append((self.field, name))
+        return value
 
     def error(self, field: str, reason: str) -> ConfigError:
         return ConfigError(self.file, field, reason)
 
     def expand(self, text: str, field: str, lookup: Callable[[str], str | None]) -> str:
+        self.field = field
         try:
             value = expand(text, lookup)
         except TemplateError as exc:
@@ -380,7 +429,7 @@ class _Builder:
         return Config(processes=tuple(specs), api=api, logs=logs, source=self.file)
 
     def api(self, raw: RawApi, override: str | None) -> ApiSettings:
-        lookup = self.environ.get
+        lookup = self.from_environment
         listen = override if override is not None else raw.listen
         field = "--api" if override is not None else "api.listen"
         if listen is not None:
@@ -395,7 +444,9 @@ class _Builder:
     def logs(self, raw: RawLogs) -> LogSettings:
         directory = None
         if raw.dir:
-            directory = self.path(self.expand(raw.dir, "logs.dir", self.environ.get), self.base_dir)
+            directory = self.path(
+                self.expand(raw.dir, "logs.dir", self.from_environment), self.base_dir
+            )
         try:
             rotation = parse_size(raw.rotation)
         except ValueError as exc:
@@ -442,23 +493,23 @@ class _Builder:
             if raw.port is not None:
                 builtins["PORT"] = deferred("PORT")
 
-        def early(name: str) -> str | None:
-            return builtins.get(name, self.environ.get(name))
-
-        cwd = self.base_dir
-        if raw.cwd:
-            cwd = self.path(self.expand(raw.cwd, f"{field}.cwd", early), self.base_dir)
-
-        file_env: dict[str, str] = {}
-        if raw.env_file:
-            file_env = self.dotenv(Path(self.path(raw.env_file, cwd)), f"{field}.envFile")
+        reads_before, api_reads_before = len(self.reads), len(self.api_reads)
+        file_env: dict[str, str] = {}  # filled once cwd is known: cwd cannot use it
 
         def lookup(name: str) -> str | None:
             if name in builtins:
+                if name == "PROCESSMAN_API":
+                    self.api_reads.append(self.field)
                 return builtins[name]
             if name in file_env:
                 return file_env[name]
-            return self.environ.get(name)
+            return self.from_environment(name)
+
+        cwd = self.base_dir
+        if raw.cwd:
+            cwd = self.path(self.expand(raw.cwd, f"{field}.cwd", lookup), self.base_dir)
+        if raw.env_file:
+            file_env.update(self.dotenv(Path(self.path(raw.env_file, cwd)), f"{field}.envFile"))
 
         env = dict(file_env)
         for key, value in raw.env.items():
@@ -517,6 +568,14 @@ class _Builder:
                 max_memory = parse_size(raw.max_memory)
             except ValueError as exc:
                 raise self.error(f"{field}.maxMemory", str(exc)) from None
+        self.origins[raw.id] = Origin(
+            field=field,
+            env_file=self.path(raw.env_file, cwd) if raw.env_file else None,
+            env_keys=tuple(raw.env),
+            env_file_keys=tuple(file_env),
+            from_environment=tuple(self.reads[reads_before:]),
+            uses_api=tuple(dict.fromkeys(self.api_reads[api_reads_before:])),
+        )
         return ProcessSpec(
             max_memory=max_memory,
             replicas=raw.replicas,
@@ -699,7 +758,8 @@ class _Builder:
         # As honcho and foreman do: the .env beside the Procfile goes to every process,
         # and PORT is 5000, 5100, ... in file order, from .env's or the environment's PORT
         dotenv = self.procfile_dotenv()
-        base = dotenv.get("PORT") or self.environ.get("PORT") or "5000"
+        self.field = "PORT"
+        base = dotenv.get("PORT") or self.from_environment("PORT") or "5000"
         if not base.isascii() or not base.isdigit():
             where = ".env" if "PORT" in dotenv else "the environment"
             raise self.error("", f"PORT in {where} must be a port number, got {base!r}")
@@ -719,6 +779,7 @@ class _Builder:
             if name in seen:
                 raise self.error(field, f"duplicate id {name!r} (also line {seen[name]})")
             seen[name] = number
+            self.origins[name] = Origin(field=field)
             port = str(int(base) + 100 * len(specs))
             specs.append(
                 ProcessSpec(

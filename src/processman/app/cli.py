@@ -111,6 +111,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("config", nargs="?", metavar="CONFIG", help=_CONFIG_HELP)
 
+    export = commands.add_parser(
+        "export",
+        help="write systemd units, Kubernetes manifests or a Procfile for a config",
+        description="Write what runs the same processes without processman. systemd: "
+        "one unit per process (a template for replicas), .socket units and "
+        "processman.target, into DIR (required). kubernetes: a Deployment per process "
+        "and a Service for each with a port, as one YAML file (kubernetes.yaml in DIR, "
+        "else stdout). procfile: a Procfile (in DIR, else stdout). Whatever the target "
+        "cannot express is a warning on stderr. Exit 0 when written, 1 when a file "
+        "cannot be written (or exists, without --force), 2 on a bad config.",
+        epilog="example:\n  processman export systemd -o deploy/systemd\n"
+        "  processman export kubernetes --image ghcr.io/me/app:1.0 > k8s.yaml\n"
+        "  processman export procfile processman.toml",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    export.add_argument(
+        "format", choices=("systemd", "kubernetes", "procfile"), help="what to write"
+    )
+    export.add_argument("config", nargs="?", metavar="CONFIG", help=_CONFIG_HELP)
+    export.add_argument(
+        "-o", "--output", metavar="DIR", help="the directory to write into (made if missing)"
+    )
+    export.add_argument("--image", metavar="IMAGE", help="the container image (kubernetes)")
+    export.add_argument("--force", action="store_true", help="overwrite files that exist")
+
     client = argparse.ArgumentParser(add_help=False)
     client.add_argument(
         "--api",
@@ -229,6 +254,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         os._exit(code)
     if args.command == "check":
         sys.exit(check(args.config))
+    if args.command == "export":
+        sys.exit(export(args.format, args.config, args.output, image=args.image, force=args.force))
     sys.exit(client_command(args))
 
 
@@ -654,6 +681,72 @@ def _start_problems(spec: ProcessSpec, interpreter: str | None, missing: bool) -
     if program is not None and "/" in program and not os.path.exists(program):
         problems.append(f"program {program} does not exist")
     return problems
+
+
+# --- export ---------------------------------------------------------------------------
+
+
+def export(
+    kind: str, path: str | None, output: str | None, *, image: str | None, force: bool
+) -> int:
+    """``processman export``: render the config (``domain.export``) and write the files."""
+    from processman.adapters.config import load_export_source
+    from processman.domain import export as render
+
+    if kind == "systemd" and output is None:
+        return _fail("export systemd: give the directory to write the units into (-o DIR)")
+    if kind == "kubernetes" and not image:
+        return _fail("export kubernetes: give the container image (--image IMAGE)")
+    try:
+        source = load_export_source(path)
+    except ConfigError as exc:
+        return _fail(str(exc))
+    try:
+        if kind == "systemd":
+            result = render.systemd(source, exists=os.path.exists, which=shutil.which)
+        elif kind == "kubernetes":
+            assert image is not None
+            result = render.kubernetes(source, image=image, exists=os.path.exists)
+            result.files["kubernetes.yaml"] = _yaml_documents(result.documents)
+        else:
+            result = render.procfile(source, exists=os.path.exists, which=shutil.which)
+    except render.ExportError as exc:
+        return _fail(f"{source.config.source}: {exc}")
+    for warning in result.warnings:
+        print(f"processman: warning: {warning}", file=sys.stderr)
+    if output is None:
+        for text in result.files.values():
+            sys.stdout.write(text)
+        return EXIT_OK
+    return _write_files(output, result.files, force=force)
+
+
+def _yaml_documents(documents: list[dict[str, Any]]) -> str:
+    import yaml  # only a Kubernetes export pays for it
+
+    return "".join(
+        "---\n" + yaml.safe_dump(document, sort_keys=False, width=1000) for document in documents
+    )
+
+
+def _write_files(directory: str, files: dict[str, str], *, force: bool) -> int:
+    """Write every file under ``directory`` or none: an existing one is kept unless
+    ``force``, and a directory that cannot be written is one line."""
+    paths = {os.path.join(directory, name): text for name, text in files.items()}
+    existing = [path for path in paths if os.path.lexists(path)]
+    if existing and not force:
+        listed = ", ".join(existing[:3]) + (" ..." if len(existing) > 3 else "")
+        return _fail(f"{listed} exists already (give --force to overwrite)", EXIT_REFUSED)
+    try:
+        for path, text in paths.items():
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "w", encoding="utf-8") as file:
+                file.write(text)
+    except OSError as exc:
+        where = exc.filename or directory
+        return _fail(f"cannot write {where}: {exc.strerror or exc}", EXIT_REFUSED)
+    print(f"processman: wrote {len(paths)} file(s) into {directory}", file=sys.stderr)
+    return EXIT_OK
 
 
 # --- clients of the HTTP API ----------------------------------------------------------
