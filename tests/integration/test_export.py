@@ -427,3 +427,58 @@ def test_bad_input_is_one_clear_line(tmp_path: Path) -> None:
     assert len(not_a_dir.stderr.strip().splitlines()) == 1, not_a_dir.stderr
     assert "Traceback" not in not_a_dir.stderr
     assert re.search(r"cannot write .*a-file", not_a_dir.stderr)
+
+
+ONE_EACH = {
+    "plain": '[[processes]]\nid = "a"\ncommand = [PYTHON, "app.py"]\n',
+    "replicas": '[[processes]]\nid = "w"\ncommand = [PYTHON, "app.py", "${PORT}"]\nreplicas = 3\nport = 9100\n',
+    "notify and watchdog": (
+        '[[processes]]\nid = "n"\nscript = "app.py"\nready = { notify = true }\n'
+        'health = { watchdog = "2s" }\n'
+    ),
+    "sockets": '[[processes]]\nid = "s"\ncommand = [PYTHON, "app.py"]\nsockets = ["[::1]:9200", "unix:/tmp/processman-export-test.sock"]\n',
+    "dependencies": (
+        '[[processes]]\nid = "m"\ncommand = [PYTHON, "-c", "pass"]\nrestart = "never"\n'
+        '[[processes]]\nid = "d"\ncommand = [PYTHON, "app.py"]\nready = { exec = "true" }\n'
+        '[[processes]]\nid = "a"\ncommand = [PYTHON, "app.py"]\n'
+        'dependsOn = { m = "succeeded", d = "ready" }\n'
+    ),
+    "envFile": '[[processes]]\nid = "e"\ncommand = [PYTHON, "app.py"]\nenvFile = "app.env"\n',
+    "maxMemory": '[[processes]]\nid = "m"\ncommand = [PYTHON, "app.py"]\nmaxMemory = "1.5 GiB"\n',
+}
+
+
+@pytest.mark.parametrize("body", ONE_EACH.values(), ids=list(ONE_EACH))
+def test_each_kind_of_config_verifies(tmp_path: Path, systemd_analyze: str, body: str) -> None:
+    config = project(tmp_path, body)
+    out = tmp_path / "units"
+    result = export("systemd", str(config), "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    templates = [p.name for p in out.glob("*@.service")]
+    instances = [name.replace("@.", f"@{index}.") for name in templates for index in range(3)]
+    complaints = verify(systemd_analyze, out, instances)
+    assert [c for c in complaints if not any(f"'{k}'" in c for k in NEWER_KEYS)] == []
+
+
+def test_the_wait_of_a_tcp_ready_probe_returns_once_the_port_listens(tmp_path: Path) -> None:
+    import socket
+    import threading
+    import time
+
+    from processman.domain.export import _wait_program
+    from processman.domain.model import Probe, ProbeKind
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        probe = Probe(kind=ProbeKind.TCP, target=f"127.0.0.1:{port}", period=0.05)
+        waiter = subprocess.Popen([sys.executable, "-c", _wait_program(probe)])
+        try:
+            time.sleep(0.5)
+            assert waiter.poll() is None  # nothing listens yet: it keeps trying
+            threading.Timer(0, sock.listen).start()
+            assert waiter.wait(timeout=10) == 0
+        finally:
+            if waiter.poll() is None:
+                waiter.kill()
+                waiter.wait()

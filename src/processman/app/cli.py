@@ -703,7 +703,10 @@ def export(
         return _fail(str(exc))
     try:
         if kind == "systemd":
-            result = render.systemd(source, exists=os.path.exists, which=shutil.which)
+            python = shutil.which("python3") or sys.executable  # waits for tcp/http probes
+            result = render.systemd(
+                source, exists=os.path.exists, which=shutil.which, python=python
+            )
         elif kind == "kubernetes":
             assert image is not None
             result = render.kubernetes(source, image=image, exists=os.path.exists)

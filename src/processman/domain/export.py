@@ -192,16 +192,20 @@ def systemd(
     *,
     exists: Callable[[str], bool],
     which: Callable[[str], str | None],
+    python: str | None = None,
 ) -> Export:
     """One unit per process (a template for replicas), ``.socket`` units for ``sockets``,
-    per-instance drop-ins for what differs per replica, and ``processman.target``."""
+    per-instance drop-ins for what differs per replica, and ``processman.target``.
+
+    ``python`` runs the wait of a ``tcp`` or ``http`` ready probe (``ExecStartPost=``);
+    without it such a probe is a warning."""
     config = source.config
     export = Export(warnings=common_warnings(source, "systemd"))
     oneshots = _waited_for(config)
     wanted: list[str] = []
     for spec in config.processes:
         before = len(export.warnings)
-        wanted += _service_unit(source, spec, oneshots, export, exists, which)
+        wanted += _service_unit(source, spec, oneshots, export, exists, which, python)
         _name(export.warnings, before, spec)
     export.files["processman.target"] = _unit_text(
         f"processman.target: written by `processman export systemd` from {config.source}",
@@ -224,6 +228,7 @@ def _service_unit(
     export: Export,
     exists: Callable[[str], bool],
     which: Callable[[str], str | None],
+    python: str | None,
 ) -> list[str]:
     """Write the units of ``spec`` into ``export``; return those the target wants."""
     config = source.config
@@ -291,7 +296,7 @@ def _service_unit(
         ("KillSignal", spec.stop_signal),
         ("TimeoutStopSec", systemd_seconds(spec.stop_timeout)),
     ]
-    _systemd_probes(spec, field, setting, lines, export.warnings)
+    _systemd_probes(spec, field, setting, lines, export.warnings, python)
     if spec.max_memory is not None:
         lines.append(("MemoryMax", str(spec.max_memory)))
     socket_unit = f"processman-{spec.id}.socket" if spec.sockets else None
@@ -312,10 +317,10 @@ def _service_unit(
         after.extend(units)
         if condition is Condition.READY:
             target = next(s for s in config.processes if dep in member_ids(s) or s.id == dep)
-            if target.ready is not None and target.ready.kind not in (
-                ProbeKind.NOTIFY,
-                ProbeKind.EXEC,
-            ):
+            waits = {ProbeKind.NOTIFY, ProbeKind.EXEC}
+            if python:
+                waits |= {ProbeKind.TCP, ProbeKind.HTTP}
+            if target.ready is not None and target.ready.kind not in waits:
                 export.warnings.append(
                     f"{field}.dependsOn.{dep}: systemd orders it after {dep} is spawned; "
                     f"it cannot wait for {dep}'s {target.ready.kind} probe"
@@ -413,6 +418,7 @@ def _systemd_probes(
     setting: Callable[..., None],
     lines: list[tuple[str, str]],
     warnings: list[str],
+    python: str | None,
 ) -> None:
     ready, health = spec.ready, spec.health
     if ready is not None and ready.kind is ProbeKind.EXEC:
@@ -424,6 +430,13 @@ def _systemd_probes(
         setting("ExecStartPost", f"/bin/sh -c {_exec_word(loop)}", exec_line=True)
         lines.append(("TimeoutStartSec", systemd_seconds(spec.ready_timeout)))
     elif ready is not None and ready.kind is ProbeKind.NOTIFY:
+        lines.append(("TimeoutStartSec", systemd_seconds(spec.ready_timeout)))
+    elif ready is not None and ready.kind in (ProbeKind.TCP, ProbeKind.HTTP) and python:
+        setting(
+            "ExecStartPost",
+            f"{_exec_word(python)} -c {_exec_word(_wait_program(ready))}",
+            exec_line=True,
+        )
         lines.append(("TimeoutStartSec", systemd_seconds(spec.ready_timeout)))
     elif ready is not None:
         warnings.append(
@@ -441,6 +454,31 @@ def _systemd_probes(
             f"{field}.health.{health.kind}: systemd has no {health.kind} health check; "
             "only a watchdog maps (WatchdogSec=)"
         )
+
+
+def _wait_program(probe: Probe) -> str:
+    """A Python program that returns once a tcp or http probe passes (``ExecStartPost=``:
+    the unit's start, and so every unit ordered after it, waits for it)."""
+    if probe.kind is ProbeKind.TCP:
+        imports = "import socket, time"
+        check = [
+            f"host, _, port = {probe.target!r}.rpartition(':')",
+            "address = (host.strip('[]'), int(port))",
+            f"socket.create_connection(address, {probe.timeout!r}).close()",
+            "break",
+        ]
+    else:
+        imports = "import time, urllib.request"
+        check = [
+            f"answer = urllib.request.urlopen({probe.target!r}, timeout={probe.timeout!r})",
+            "if answer.status < 400:",
+            "    break",
+        ]
+    return "\n".join(
+        [imports, f"time.sleep({probe.initial_delay!r})", "while True:", "    try:"]
+        + [f"        {line}" for line in check]
+        + ["    except Exception:", "        pass", f"    time.sleep({probe.period!r})"]
+    )
 
 
 def _socket_unit(spec: ProcessSpec, field: str, warnings: list[str]) -> str:
