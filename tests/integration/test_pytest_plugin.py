@@ -5,6 +5,7 @@ grandchild, and a module-scoped fixture on ``running(...)`` shared by three test
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -119,6 +120,15 @@ def test_two_processes_one_waiting_for_the_other(processman):
     Path("pids").write_text(" ".join(str(pm.status(i).pid) for i in ("db", "api")))
 
 
+def test_the_api_url(processman):
+    import httpx
+
+    pm = processman("api.toml")
+    assert pm.url.startswith("http://127.0.0.1:")
+    listed = httpx.get(pm.url + "/api/processes").json()
+    assert [p["id"] for p in listed] == ["db"] and listed[0]["ready"]
+
+
 def test_a_crash_during_the_test(processman):
     pm = processman("processman.toml", only=["crasher"])
     time.sleep(1.5)
@@ -174,16 +184,24 @@ def test_the_plugin_on_real_processes(pytester: pytest.Pytester) -> None:
     for name, text in SCRIPTS.items():
         pytester.makefile(".py", **{name[:-3]: text})
     (pytester.path / "processman.toml").write_text(CONFIG)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    api = CONFIG.split("[[processes]]")[1]
+    (pytester.path / "api.toml").write_text(
+        f'[api]\nlisten = "127.0.0.1:{port}"\n[[processes]]{api}'
+    )
     pytester.makepyfile(test_fixture=TESTS, test_module_scope=MODULE)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-v", timeout=120)
     output = result.stdout.str()
     outcomes = result.parseoutcomes()
-    assert outcomes.get("passed") == 5, output  # one, the leak test's call, three reused
+    assert outcomes.get("passed") == 6, output  # two, the leak test's call, three reused
     assert outcomes.get("failed") == 2, output
     assert outcomes.get("errors") == 1, output
     result.stdout.fnmatch_lines(
         [
             "*test_two_processes_one_waiting_for_the_other PASSED*",
+            "*test_the_api_url PASSED*",
             "*test_a_crash_during_the_test FAILED*",
             "*test_not_ready_in_time FAILED*",
             "*test_a_leaked_grandchild PASSED*",
