@@ -206,7 +206,7 @@ def test_the_exporting_shell_never_leaks_and_what_it_gave_is_named(tmp_path: Pat
         """
 [[processes]]
 id = "api"
-command = [PYTHON, "app.py", "--db", "${DB_HOST}"]
+command = [PYTHON, "app.py", "--db", "${DB_HOST}", "--token=${PROCESSMAN_TOKEN}"]
 env = { PROCESSMAN_TOKEN = "${PROCESSMAN_TOKEN}", MODE = "${MODE:-prod}" }
 """,
     )
@@ -225,9 +225,11 @@ env = { PROCESSMAN_TOKEN = "${PROCESSMAN_TOKEN}", MODE = "${MODE:-prod}" }
         assert "do-not-leak-1234" not in texts
         assert "token-5678" not in texts
         assert "PROCESSMAN_TOKEN" not in texts
+        assert "--token=" in texts  # the template that asked for it got nothing
         assert "api: processes[0].command: ${DB_HOST} was taken from this shell's" in result.stderr
         assert "${MODE}" not in result.stderr  # its default was used: nothing came in
         assert "api: processes[0].env.PROCESSMAN_TOKEN: left out" in result.stderr
+        assert "api: processes[0].command: ${PROCESSMAN_TOKEN} is written empty" in result.stderr
 
 
 def test_kubernetes_documents_validate_and_map(tmp_path: Path) -> None:

@@ -46,7 +46,7 @@ from processman.domain.model import (
     normalise_signal,
 )
 from processman.domain.ordering import find_cycle
-from processman.domain.origin import Origin, Source
+from processman.domain.origin import TOKEN_VARIABLE, Origin, Source
 from processman.domain.replicas import deferred, holds_deferred, member_ids, normalise_address
 from processman.domain.templating import expand
 
@@ -173,6 +173,8 @@ def load_export_source(
         load_config(file, environ=environ)  # raises its ConfigError
         raise
     env = dict(os.environ if environ is None else environ)
+    if TOKEN_VARIABLE in env:  # a template that asks for the token gets "" (and a warning)
+        env[TOKEN_VARIABLE] = ""
     config, builder = _parse(data, file, None, env)
     return Source(
         config=msgspec.structs.replace(config, source=str(file.resolve())),

@@ -73,11 +73,16 @@ def _name(warnings: list[str], since: int, spec: ProcessSpec) -> None:
 def _warn_of_origin(source: Source, spec: ProcessSpec, target: str, warnings: list[str]) -> None:
     """The warnings every format gives of one process."""
     origin = source.origin(spec)
-    warnings += [
-        f"{field}: ${{{name}}} was taken from this shell's environment and is written as its value"
-        for field, name in origin.from_environment
-        if not field.startswith(f"{origin.field}.env.{TOKEN_VARIABLE}")
-    ]
+    for field, name in origin.from_environment:
+        if name != TOKEN_VARIABLE:
+            warnings.append(
+                f"{field}: ${{{name}}} was taken from this shell's environment and is "
+                "written as its value"
+            )
+        elif field != f"{origin.field}.env.{TOKEN_VARIABLE}":
+            warnings.append(
+                f"{field}: ${{{TOKEN_VARIABLE}}} is written empty (an export never holds the token)"
+            )
     if TOKEN_VARIABLE in spec.env:
         warnings.append(
             f"{origin.field}.env.{TOKEN_VARIABLE}: left out (an export never holds the token)"
