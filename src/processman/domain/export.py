@@ -53,10 +53,10 @@ class ExportError(ValueError):
 def common_warnings(source: Source, target: str) -> list[str]:
     """What every format says: values the templates took from the exporting environment,
     a token that is left out, and the API's URL that the target has no API for."""
-    warnings = [
+    warnings = [  # a Procfile's PORT (the api and logs sections are not exported)
         f"{field}: ${{{name}}} was taken from this shell's environment and is written as its value"
         for field, name in source.from_environment
-        if not field.startswith("api.")
+        if field == "PORT"
     ]
     for spec in source.config.processes:
         before = len(warnings)
