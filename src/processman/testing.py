@@ -195,8 +195,10 @@ def running(
                 with _api(portal, manager, loaded) as url:
                     handle = Processes(portal, manager, url)
                     portal.start_task_soon(_follow, manager, handle)
-                    for process_id in started:
-                        if handle.status(process_id).status is Status.STOPPED:
+                    statuses = handle.list()
+                    for process_id in started:  # a process, or a group of replicas
+                        members = [s for s in statuses if process_id in (s.id, s.group)]
+                        if any(s.status is Status.STOPPED for s in members):
                             handle.start(process_id)
                     handle.wait_ready(*started, timeout=timeout)
                     yield handle

@@ -91,6 +91,12 @@ autostart = false
 ready = {{ logLine = "never printed" }}
 
 [[processes]]
+id = "pool"
+command = [{sys.executable!r}, "api.py"]
+autostart = false
+replicas = 2
+
+[[processes]]
 id = "leaker"
 command = [{sys.executable!r}, "leaker.py", "daemon.pid"]
 autostart = false
@@ -116,8 +122,18 @@ def test_two_processes_one_waiting_for_the_other(processman):
     pm.restart("db")
     pm.wait_ready("db", "api", timeout="30s")
     assert pm.status("db").pid != old
-    assert {s.id for s in pm.list()} == {"db", "api", "crasher", "silent", "leaker"}
+    assert {s.id for s in pm.list()} == {
+        "db", "api", "crasher", "silent", "pool-0", "pool-1", "leaker"
+    }
     Path("pids").write_text(" ".join(str(pm.status(i).pid) for i in ("db", "api")))
+
+
+def test_a_group_of_replicas(processman):
+    pm = processman("processman.toml", only=["pool"])
+    assert [(s.id, s.ready) for s in pm.list() if s.group == "pool"] == [
+        ("pool-0", True),
+        ("pool-1", True),
+    ]
 
 
 def test_the_api_url(processman):
@@ -195,12 +211,13 @@ def test_the_plugin_on_real_processes(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-v", timeout=120)
     output = result.stdout.str()
     outcomes = result.parseoutcomes()
-    assert outcomes.get("passed") == 6, output  # two, the leak test's call, three reused
+    assert outcomes.get("passed") == 7, output  # three, the leak test's call, three reused
     assert outcomes.get("failed") == 2, output
     assert outcomes.get("errors") == 1, output
     result.stdout.fnmatch_lines(
         [
             "*test_two_processes_one_waiting_for_the_other PASSED*",
+            "*test_a_group_of_replicas PASSED*",
             "*test_the_api_url PASSED*",
             "*test_a_crash_during_the_test FAILED*",
             "*test_not_ready_in_time FAILED*",
