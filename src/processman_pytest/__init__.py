@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 _OPEN: dict[int, Processes] = {}
 _READY_WITH: dict[int, int] = {}
 _REPORTED = pytest.StashKey[list[Any]]()
+#: The test being run now: a session factory called from its fixtures reports to it.
+_CURRENT: list[pytest.Item] = []
 
 
 def _factory(stack: contextlib.ExitStack, item: pytest.Item | None) -> Callable[..., Processes]:
@@ -36,8 +38,9 @@ def _factory(stack: contextlib.ExitStack, item: pytest.Item | None) -> Callable[
         try:
             handle = stack.enter_context(running(config, only=only, timeout=timeout))
         except ProcessFailed as exc:
-            if item is not None:
-                item.stash.setdefault(_REPORTED, []).append(exc)
+            reported_to = item if item is not None else (_CURRENT[-1] if _CURRENT else None)
+            if reported_to is not None:
+                reported_to.stash.setdefault(_REPORTED, []).append(exc)
             raise
         _OPEN[id(handle)] = handle
         _READY_WITH[id(handle)] = len(handle.failures)  # a crash before it was ready is no
@@ -63,6 +66,16 @@ def processman_session() -> Iterator[Callable[..., Processes]]:
     the last test ends."""
     with contextlib.ExitStack() as stack:
         yield _factory(stack, None)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object]:
+    """Keep the test being run, for what a session-scoped factory reports."""
+    _CURRENT.append(item)
+    try:
+        return (yield)
+    finally:
+        _CURRENT.pop()
 
 
 @pytest.hookimpl(wrapper=True)

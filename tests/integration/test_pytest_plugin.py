@@ -5,6 +5,7 @@ grandchild, and a module-scoped fixture on ``running(...)`` shared by three test
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -184,6 +185,26 @@ def test_reused(services, n):
 """
 
 
+SESSION = """
+import pytest
+
+
+@pytest.fixture
+def silent(processman_session):
+    return processman_session("processman.toml", only=["silent"], timeout="1s")
+
+
+def test_a_session_factory_not_ready(silent):
+    pass
+"""
+
+
+def report_of(output: str, heading: str) -> str:
+    """The part of pytest's output under ``heading``, up to the next test's report."""
+    rest = output[output.index(heading) + len(heading) :]
+    return re.split(r"\n_{3,} |\n={3,} ", rest, maxsplit=1)[0]
+
+
 def _marked_processes() -> list[int]:
     """Processes that carry a ``running`` marker (none should outlive a run)."""
     found = []
@@ -207,13 +228,13 @@ def test_the_plugin_on_real_processes(pytester: pytest.Pytester) -> None:
     (pytester.path / "api.toml").write_text(
         f'[api]\nlisten = "127.0.0.1:{port}"\n[[processes]]{api}'
     )
-    pytester.makepyfile(test_fixture=TESTS, test_module_scope=MODULE)
+    pytester.makepyfile(test_fixture=TESTS, test_module_scope=MODULE, test_session=SESSION)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-v", timeout=120)
     output = result.stdout.str()
     outcomes = result.parseoutcomes()
     assert outcomes.get("passed") == 7, output  # three, the leak test's call, three reused
     assert outcomes.get("failed") == 2, output
-    assert outcomes.get("errors") == 1, output
+    assert outcomes.get("errors") == 2, output  # the leak's teardown, the session setup
     result.stdout.fnmatch_lines(
         [
             "*test_two_processes_one_waiting_for_the_other PASSED*",
@@ -229,22 +250,25 @@ def test_the_plugin_on_real_processes(pytester: pytest.Pytester) -> None:
         ]
     )
     # the crash: the test failed, with lastError and the last 50 lines in the report
-    crash = output[output.index("_ test_a_crash_during_the_test _") :]
+    crash = report_of(output, "_ test_a_crash_during_the_test _")
     assert "a process failed while the test ran: crasher exited: exited with code 3" in crash
     section = crash[crash.index("processman: crasher") :]
     assert "--- last 50 log lines of crasher ---" in section
     assert "crasher line 11\n" in section and "crasher: giving up" in section
     assert "crasher line 10\n" not in section  # 62 lines were written: the last 50 shown
     # the timeout: the test failed with the process's last error and its lines
-    timeout = output[output.index("_ test_not_ready_in_time _") :]
+    timeout = report_of(output, "_ test_not_ready_in_time _")
     assert "ProcessFailed: silent was not ready in time" in timeout
     assert "silent: starting" in timeout[timeout.index("processman: silent") :]
     # the leak: named, killed, and an error of the test that left it
-    leak = output[output.index("ERROR at teardown of test_a_leaked_grandchild") :]
+    leak = report_of(output, "ERROR at teardown of test_a_leaked_grandchild")
     assert "still alive after every process was stopped (killed now): pid" in leak
     daemon = int((pytester.path / "daemon.pid").read_text())
     assert f"pid {daemon} (" in leak
     assert not pid_alive(daemon)
+    # a session factory's readiness failure goes to the report of the test that asked
+    session = report_of(output, "ERROR at setup of test_a_session_factory_not_ready")
+    assert "silent: starting" in session[session.index("processman: silent") :]
     # every process of every run is gone
     pids = [int(pid) for pid in (pytester.path / "pids").read_text().split()]
     assert not any(pid_alive(pid) for pid in pids)
