@@ -23,11 +23,12 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from processman.domain.durations import parse_duration
-from processman.domain.errors import NotReadyError, ProcessmanError
+from processman.domain.errors import ConfigError, NotReadyError, ProcessmanError
 from processman.domain.model import Config, Status
 
 if TYPE_CHECKING:
     import builtins
+    import socket
     from collections.abc import Iterator, Sequence
 
     from anyio.from_thread import BlockingPortal
@@ -184,7 +185,10 @@ def running(
     loaded, started = _select(loaded, only)
     marker = secrets.token_hex(8)
     environ = {**os.environ, RUN_VARIABLE: marker}
-    with start_blocking_portal() as portal:
+    sock = _api_socket(loaded)
+    with contextlib.ExitStack() as closing, start_blocking_portal() as portal:
+        if sock is not None:
+            closing.callback(sock.close)  # after the server, and the portal, are done
         manager = ProcessManager(loaded, environ=environ)
         # the manager is left as if nothing had happened whatever the body raised, so
         # that its task group does not wrap the test's own exception in a group
@@ -192,7 +196,7 @@ def running(
         try:
             supervised.__enter__()
             try:
-                with _api(portal, manager, loaded) as url:
+                with _api(portal, manager, loaded, sock) as url:
                     handle = Processes(portal, manager, url)
                     portal.start_task_soon(_follow, manager, handle)
                     statuses = handle.list()
@@ -212,7 +216,6 @@ def running(
 
 def _select(config: Config, only: Sequence[str] | None) -> tuple[Config, list[str]]:
     """The config cut down to ``only`` and their dependencies, and the ids to start."""
-    from processman.domain.errors import ConfigError
     from processman.domain.ordering import dependencies, graph_of
 
     if only is None:
@@ -239,25 +242,47 @@ async def _follow(manager: ProcessManager, handle: Processes) -> None:
                 handle._watch(event.status)
 
 
-@contextlib.contextmanager
-def _api(portal: BlockingPortal, manager: ProcessManager, config: Config) -> Iterator[str | None]:
-    """The HTTP API on ``api.listen`` while the handle is open, when the config sets it."""
+def _api_socket(config: Config) -> socket.socket | None:
+    """The API's socket, bound before anything starts, when the config sets
+    ``api.listen``; as ``processman run``, a non-loopback address needs a token.
+
+    Raises:
+        ConfigError: naming ``api.listen``, when it cannot be served.
+    """
     if not config.api.listen:
+        return None
+    from processman.adapters.api_socket import bind, is_loopback, split_listen
+
+    host, port = split_listen(config.api.listen)
+    if _token(config) is None and not is_loopback(host):
+        raise ConfigError(
+            config.source,
+            "api.listen",
+            f"refusing to serve the API on {config.api.listen} without a token: a "
+            "non-loopback address needs api.token or PROCESSMAN_TOKEN",
+        )
+    try:
+        return bind(host, port)
+    except OSError as exc:
+        reason = f"cannot listen on {config.api.listen}: {exc.strerror or exc}"
+        raise ConfigError(config.source, "api.listen", reason) from None
+
+
+def _token(config: Config) -> str | None:
+    return config.api.token or os.environ.get("PROCESSMAN_TOKEN") or None
+
+
+@contextlib.contextmanager
+def _api(
+    portal: BlockingPortal, manager: ProcessManager, config: Config, sock: socket.socket | None
+) -> Iterator[str | None]:
+    """The HTTP API on ``sock`` while the handle is open; its base URL, or None."""
+    if sock is None:
         yield None
         return
-    import socket
-
     from processman.adapters.http import ApiServer, create_app
 
-    host, _, port = config.api.listen.rpartition(":")
-    host = host.strip("[]") or "0.0.0.0"
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, int(port)))
-    sock.listen(128)
-    sock.setblocking(False)
-    token = config.api.token or os.environ.get("PROCESSMAN_TOKEN") or None
-    server = ApiServer(create_app(manager, token=token))
+    server = ApiServer(create_app(manager, token=_token(config)))
     future, _ = portal.start_task(server.serve, sock)
     try:
         yield config.api.base_url
@@ -265,7 +290,6 @@ def _api(portal: BlockingPortal, manager: ProcessManager, config: Config) -> Ite
         portal.call(server.stop)
         with contextlib.suppress(Exception):
             future.result(timeout=10)
-        sock.close()
 
 
 def _kill_leftovers(marker: str) -> list[str]:

@@ -256,6 +256,8 @@ ready = { logLine = "listening" }
     result = export("kubernetes", str(config), "--image", "ghcr.io/me/app:1.0", "-o", str(out))
     assert result.returncode == 0, result.stderr
     manifest = out / "kubernetes.yaml"
+    printed = export("kubernetes", str(config), "--image", "ghcr.io/me/app:1.0")
+    assert printed.returncode == 0 and printed.stdout == manifest.read_text()  # without -o
     validated = subprocess.run(
         [sys.executable, "-m", "kubernetes_validate", "--strict", str(manifest)],
         capture_output=True,

@@ -606,9 +606,9 @@ async def test_the_api_socket_of_run_sends_small_answers_at_once() -> None:
     # A socket made without naming IPPROTO_TCP gets no TCP_NODELAY from asyncio: a small
     # answer written in two pieces (a gzipped /metrics) waited 40 ms for the client's
     # delayed ACK (Nagle), every scrape after the first
-    from processman.app.cli import _bind
+    from processman.adapters.api_socket import bind
 
-    sock = _bind("127.0.0.1", 0)
+    sock = bind("127.0.0.1", 0)
     manager = ProcessManager(make_config())
     server = ApiServer(create_app(manager))
     try:

@@ -13,13 +13,12 @@ import textwrap
 from typing import TYPE_CHECKING
 
 import psutil
+import pytest
 
 from tests.conftest import pid_alive
 
 if TYPE_CHECKING:
-    import pytest
-
-    pass
+    from pathlib import Path
 
 pytest_plugins = ["pytester"]
 
@@ -221,9 +220,7 @@ def test_the_plugin_on_real_processes(pytester: pytest.Pytester) -> None:
     for name, text in SCRIPTS.items():
         pytester.makefile(".py", **{name[:-3]: text})
     (pytester.path / "processman.toml").write_text(CONFIG)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     api = CONFIG.split("[[processes]]")[1]
     (pytester.path / "api.toml").write_text(
         f'[api]\nlisten = "127.0.0.1:{port}"\n[[processes]]{api}'
@@ -298,3 +295,34 @@ def test_nothing_of_processman_was_imported():
     )
     assert "processman -- " in fixtures.stdout or "processman [" in fixtures.stdout, fixtures.stdout
     assert "processman_session [session scope]" in fixtures.stdout
+
+
+def test_an_api_that_cannot_be_served_is_a_config_error_before_any_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from processman.domain.errors import ConfigError
+    from processman.testing import running
+
+    monkeypatch.delenv("PROCESSMAN_TOKEN", raising=False)
+    marker = tmp_path / "started"
+    process = f'[[processes]]\nid = "a"\ncommand = ["touch", "{marker}"]\n'
+    open_to_all = tmp_path / "open.toml"
+    open_to_all.write_text(f'[api]\nlisten = "0.0.0.0:{free_port()}"\n{process}')
+    with pytest.raises(ConfigError, match=r"api\.listen: refusing to serve .* without a token"):
+        with running(open_to_all):
+            pass
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = tmp_path / "busy.toml"
+        busy.write_text(f'[api]\nlisten = "127.0.0.1:{taken.getsockname()[1]}"\n{process}')
+        with pytest.raises(ConfigError, match=r"api\.listen: cannot listen on 127\.0\.0\.1:"):
+            with running(busy):
+                pass
+    assert not marker.exists()  # nothing was started
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

@@ -16,7 +16,16 @@ if TYPE_CHECKING:
 
 @pytest.mark.parametrize(
     ("seconds", "text"),
-    [(0, "0"), (0.25, "250ms"), (1, "1s"), (1.5, "1.5s"), (90, "90s"), (43.5, "43.5s")],
+    [
+        (0, "0"),
+        (0.25, "250ms"),
+        (1, "1s"),
+        (1.5, "1.5s"),
+        (90, "90s"),
+        (43.5, "43.5s"),
+        (2_000_000, "2000000s"),  # not 2e+06s, which systemd refuses
+        (9_223_372_036.854, "9223372036.854s"),  # the longest duration a config allows
+    ],
 )
 def test_systemd_time_spans(seconds: float, text: str) -> None:
     assert export.systemd_seconds(seconds) == text

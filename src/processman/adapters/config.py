@@ -108,17 +108,20 @@ def load_config(
         ConfigError: naming the file, the field and the reason.
     """
     file = Path(path) if path is not None else discover()
+    env = dict(os.environ if environ is None else environ)
+    return parse_config(_read_config(file), file, api_listen=api_listen, environ=env)
+
+
+def _read_config(file: Path) -> bytes:
     name = str(file)
     try:
-        data = read_small_file(file)
+        return read_small_file(file)
     except FileNotFoundError:
         raise ConfigError(name, "", "file not found") from None
     except IsADirectoryError:
         raise ConfigError(name, "", "is a directory, not a config file") from None
     except OSError as exc:
         raise ConfigError(name, "", f"cannot read: {exc.strerror or exc}") from None
-    env = dict(os.environ if environ is None else environ)
-    return parse_config(data, file, api_listen=api_listen, environ=env)
 
 
 #: Config and dotenv files larger than this are refused (they are typos: /dev/zero, a log).
@@ -167,11 +170,7 @@ def load_export_source(
         ConfigError: as ``load_config``.
     """
     file = Path(path) if path is not None else discover()
-    try:
-        data = read_small_file(file)
-    except OSError:
-        load_config(file, environ=environ)  # raises its ConfigError
-        raise
+    data = _read_config(file)
     env = dict(os.environ if environ is None else environ)
     if TOKEN_VARIABLE in env:  # a template that asks for the token gets "" (and a warning)
         env[TOKEN_VARIABLE] = ""

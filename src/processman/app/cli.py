@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ipaddress
 import json
 import os
 import shlex
 import shutil
 import signal
-import socket
 import sys
 import urllib.parse
 from typing import TYPE_CHECKING, Any
@@ -26,6 +24,7 @@ from loguru import logger
 
 from processman._version import __version__
 from processman.adapters._posix import cwd_problem
+from processman.adapters.api_socket import bind, is_loopback, split_listen
 from processman.adapters.config import load_config
 from processman.adapters.control_socket import ControlSocket
 from processman.adapters.logs import add_console_sink, logs_dir_problem
@@ -47,6 +46,7 @@ from processman.domain.replicas import instance, member_ids
 from processman.domain.usage import describe_size, human_size
 
 if TYPE_CHECKING:
+    import socket
     from collections.abc import AsyncIterator, Callable, Sequence
 
     from loguru import Logger
@@ -291,38 +291,6 @@ def _load(path: str | None, only: str | None = None, api: str | None = None) -> 
     return Config(processes=processes, api=config.api, logs=config.logs, source=config.source)
 
 
-def _split_listen(listen: str) -> tuple[str, int]:
-    host, _, port = listen.rpartition(":")
-    return host.strip("[]"), int(port)
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _bind(host: str, port: int) -> socket.socket:
-    """Bind the API's socket up front, so that a busy port is a clear error, not a crash."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # proto named: asyncio sets TCP_NODELAY only on connections of an IPPROTO_TCP socket,
-    # and without it a small answer sent in two writes (gzipped /metrics) waited 40 ms
-    # for the client's delayed ACK
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host or "0.0.0.0", port))
-        sock.listen(128)
-    except OSError:
-        sock.close()
-        raise
-    sock.setblocking(False)
-    return sock
-
-
 # SPEC's two, then two that keep an ignore inherited from the shell (absent on Windows)
 _STOPPING = (signal.SIGINT, signal.SIGTERM)
 _ALSO_STOPPING = tuple(getattr(signal, name) for name in ("SIGQUIT",) if hasattr(signal, name))
@@ -339,14 +307,14 @@ def run(path: str | None, *, only: str | None = None, api: str | None = None) ->
     token = config.api.token or os.environ.get("PROCESSMAN_TOKEN") or None
     sock = None
     if config.api.listen:
-        host, port = _split_listen(config.api.listen)
-        if token is None and not _is_loopback(host):
+        host, port = split_listen(config.api.listen)
+        if token is None and not is_loopback(host):
             return _fail(
                 f"refusing to serve the API on {config.api.listen} without a token: a "
                 "non-loopback address needs api.token or PROCESSMAN_TOKEN"
             )
         try:
-            sock = _bind(host, port)
+            sock = bind(host, port)
         except OSError as exc:
             return _fail(f"cannot listen on {config.api.listen}: {exc.strerror or exc}")
     # before anything is spawned: a second run of one config would start it all twice

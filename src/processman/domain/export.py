@@ -123,11 +123,13 @@ _PLAIN_WORD = re.compile(r"^[A-Za-z0-9_@%+=:,./\ue000\ue001-]+$")
 
 def systemd_seconds(seconds: float) -> str:
     """``0``, ``250ms``, ``1.5s``, ``90s``: a time span as systemd reads it (to the ms)."""
-    if seconds == 0:
+    milliseconds = round(seconds * 1000)
+    if milliseconds == 0:
         return "0"
-    if seconds < 1:
-        return f"{round(seconds * 1000)}ms"
-    return f"{round(seconds, 3):g}s"
+    if milliseconds < 1000:
+        return f"{milliseconds}ms"
+    whole, rest = divmod(milliseconds, 1000)  # digits, never an exponent (1e+06s)
+    return f"{whole}.{rest:03d}".rstrip("0").rstrip(".") + "s"
 
 
 def _specifiers(text: str) -> str:
@@ -587,7 +589,9 @@ def _deployment(
     field = origin.field
     name = names[spec.id]
     warn = export.warnings.append
-    argv, _ = _argv(spec, exists, lambda program: program)  # the image's PATH decides
+    argv, problem = _argv(spec, exists, lambda program: program)  # the image's PATH decides
+    if problem:
+        warn(f"{field}: {problem}")
     container: dict[str, Any] = {
         "name": name,
         "image": image,
@@ -883,8 +887,8 @@ def _procfile_line(
     """The line of ``spec``; what it cannot hold goes to ``warnings``."""
     origin = source.origin(spec)
     field = origin.field
-    argv, problem = _argv(spec, exists, lambda program: program)
-    if problem and "PATH" not in problem:
+    argv, problem = _argv(spec, exists, lambda program: program)  # honcho's PATH decides
+    if problem:
         warnings.append(f"{field}: {problem}")
     if spec.replicas is not None:
         warnings.append(
