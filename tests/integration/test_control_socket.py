@@ -249,7 +249,10 @@ def test_logs_of_every_process_in_time_order_with_the_prefix(tmp_path: Path) -> 
         stamps = [prefix.match(line).group(1) for line in lines]  # type: ignore[union-attr]
         assert stamps == sorted(stamps)
         assert any(" echo   | Hello from Python" in line for line in lines)
-        assert any(" chatty | line 1" in line for line in lines)
+        # chatty's last 20 lines, in order (line 1 is gone once it passes line 20)
+        chatty = [int(line.split()[-1]) for line in lines if " chatty | line " in line]
+        assert 5 <= chatty[-1] and len(chatty) == min(20, chatty[-1]), chatty
+        assert chatty == list(range(chatty[0], chatty[-1] + 1))
         coloured = subprocess.run(
             [sys.executable, "-m", "processman", "logs", "chatty", "echo", "-n", "1"],
             capture_output=True,
