@@ -11,12 +11,13 @@ import time
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+import anyio
 import pytest
 from loguru import logger
 
 from processman import ConfigError, ProcessManager, Status
 from processman.adapters.logs import ConsoleSink, FileSink, LoguruSink, add_console_sink
-from processman.domain.model import ProcessSpec
+from processman.domain.model import ProcessSpec, RestartPolicy
 from tests.fakes import RecordingSink
 from tests.integration.helpers import config, script, wait_until
 
@@ -400,3 +401,21 @@ def test_a_console_that_is_not_read_never_holds_up_the_sink() -> None:
             expected += 1
     assert expected == 5_000
     assert "dropped" in console.getvalue()  # 10,000 bytes cannot hold 5,000 lines
+
+
+async def test_the_last_words_are_in_the_logs_once_stop_or_the_exit_is_known() -> None:
+    # 50,000 lines (850 KB) left in a 1 MiB pipe by a child already gone: stop returns,
+    # and the exit is announced, only once they are read (and the pipes closed)
+    specs = (
+        script("stopped", "last_words.py", "50000"),
+        script("exits", "last_words.py", "50000", "--exit", restart=RestartPolicy.NEVER),
+    )
+    async with ProcessManager(config(*specs)) as m, m.events() as events:
+        with anyio.fail_after(10):
+            async for event in events:  # the exit, and at once what the buffer holds
+                if event.process_id == "exits" and event.status.status is Status.EXITED:  # type: ignore[union-attr]
+                    assert [e.line for e in m.logs("exits", 1)] == ["last words 49999"]
+                    break
+        await wait_until(lambda: any(e.line == "ready" for e in m.logs("stopped")))
+        await m.stop("stopped")
+        assert [e.line for e in m.logs("stopped", 1)] == ["last words 49999"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 
@@ -32,12 +33,21 @@ def _reported(m: ProcessManager, process_id: str) -> dict[int, int]:
     return found
 
 
+def _open_fds() -> dict[str, str]:
+    """This process's descriptors, and what each is (a failure then says which)."""
+    found = {}
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # the listing's own descriptor is gone
+            found[fd] = os.readlink(f"/proc/self/fd/{fd}")
+    return found
+
+
 async def test_memory_is_the_whole_trees_and_none_when_not_running() -> None:
     spec = script("hog", "usage.py", "tree", "200", autostart=False)
     async with ProcessManager(config(spec)) as m:
         await m.start("hog")
         await m.stop("hog")  # the spawner's own descriptors (its cgroup tree) are in place
-        fds = len(os.listdir("/proc/self/fd"))
+        fds = _open_fds()
         await m.start("hog")
         await wait_until(lambda: len(_reported(m, "hog")) == 2)
         reported = sum(_reported(m, "hog").values())
@@ -47,7 +57,7 @@ async def test_memory_is_the_whole_trees_and_none_when_not_running() -> None:
         [listed] = m.list()
         assert listed.memory_bytes == measured  # within the second: the same reading
         stopped = await m.stop("hog")
-        assert len(os.listdir("/proc/self/fd")) == fds  # what measuring kept open is closed
+        assert _open_fds() == fds  # what measuring kept open is closed
         assert (stopped.cpu_percent, stopped.memory_bytes) == (None, None)
         assert (m.status("hog").cpu_percent, m.status("hog").memory_bytes) == (None, None)
 

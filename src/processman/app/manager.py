@@ -16,6 +16,7 @@ from loguru import logger
 
 from processman.app.broadcast import LogHub, StatusEvent, StatusHub, StatusStream, Subscription
 from processman.app.container import Container
+from processman.app.output import DRAIN_GRACE
 from processman.app.runner import ProcessRunner
 from processman.domain.errors import (
     ConfigError,
@@ -64,9 +65,6 @@ if TYPE_CHECKING:
     )
 
 T = TypeVar("T")
-
-#: After every tree is gone, how long the output readers get to drain the pipes.
-DRAIN_GRACE = 1.0
 
 
 def _measure(runners: Sequence[ProcessRunner], now: float) -> None:

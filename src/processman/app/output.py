@@ -15,6 +15,10 @@ import anyio
 from processman.domain.lines import LineSplitter
 from processman.domain.ports import LogBatch
 
+#: How long a stop waits for an instance's pipes to reach their end once its tree is
+#: gone (longer only when a process that escaped the tree still holds them).
+DRAIN_GRACE = 1.0
+
 if TYPE_CHECKING:
     from collections.abc import AsyncIterable, Callable, Sequence
 
@@ -48,6 +52,7 @@ class OutputPump:
         self._readers: set[anyio.CancelScope] = set()
         self._drained = anyio.Event()
         self._drained.set()
+        self._instances: dict[ProcessHandle, _Streams] = {}  # those not read to their end
         #: called with (pid, lines) for every batch while set (a logLine probe)
         self.line_hook: Callable[[int, list[str]], None] | None = None
 
@@ -61,8 +66,18 @@ class OutputPump:
         if self._open_streams == 0:
             self._drained = anyio.Event()
         self._open_streams += 2
-        self._tg.start_soon(self._pump, handle.pid, "stdout", handle.stdout)
-        self._tg.start_soon(self._pump, handle.pid, "stderr", handle.stderr)
+        self._instances[handle] = _Streams()
+        self._tg.start_soon(self._pump, handle, "stdout", handle.stdout)
+        self._tg.start_soon(self._pump, handle, "stderr", handle.stderr)
+
+    async def wait_instance(self, handle: ProcessHandle) -> None:
+        """Wait until both output streams of ``handle`` have been read to their end, so
+        that its last lines are in the sinks and its pipes are closed."""
+        streams = self._instances.get(handle)
+        if streams is not None:
+            if streams.ended is None:
+                streams.ended = anyio.Event()
+            await streams.ended.wait()
 
     async def wait_drained(self) -> None:
         """Wait until every output stream of every instance has been read to its end."""
@@ -73,7 +88,9 @@ class OutputPump:
         for scope in list(self._readers):
             scope.cancel()
 
-    async def _pump(self, pid: int, stream: StreamName, source: AsyncIterable[bytes]) -> None:
+    async def _pump(
+        self, handle: ProcessHandle, stream: StreamName, source: AsyncIterable[bytes]
+    ) -> None:
         """Read one stream to its end, handing lines to the sinks in batches.
 
         Shielded: when the manager's block is left by a cancellation (a timeout of the
@@ -83,9 +100,22 @@ class OutputPump:
         with anyio.CancelScope(shield=True) as scope:
             self._readers.add(scope)
             try:
-                await self._read(pid, stream, source)
+                await self._read(handle.pid, stream, source)
             finally:
                 self._readers.discard(scope)
+                self._ended(handle)
+
+    def _ended(self, handle: ProcessHandle) -> None:
+        """One stream of ``handle`` is read to its end (or its reader was cancelled)."""
+        self._open_streams -= 1
+        if self._open_streams == 0:
+            self._drained.set()
+        streams = self._instances[handle]
+        streams.open -= 1
+        if streams.open == 0:
+            del self._instances[handle]
+            if streams.ended is not None:
+                streams.ended.set()
 
     async def _read(self, pid: int, stream: StreamName, source: AsyncIterable[bytes]) -> None:
         splitter = LineSplitter()
@@ -99,9 +129,6 @@ class OutputPump:
         rest = splitter.flush()
         if rest:
             self.emit(pid, stream, rest)
-        self._open_streams -= 1
-        if self._open_streams == 0:
-            self._drained.set()
 
     def emit(self, pid: int, stream: StreamName, lines: list[str]) -> None:
         """Hand one batch of lines to every sink."""
@@ -132,3 +159,14 @@ class OutputPump:
             type(sink).__name__,
             exc,
         )
+
+
+class _Streams:
+    """The output streams of one instance not yet read to their end, and the event a
+    stop waits on (made only then: most instances are never waited for)."""
+
+    __slots__ = ("ended", "open")
+
+    def __init__(self) -> None:
+        self.open = 2
+        self.ended: anyio.Event | None = None

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import anyio
 from loguru import logger
 
-from processman.app.output import OutputPump
+from processman.app.output import DRAIN_GRACE, OutputPump
 from processman.app.probing import InstanceProbes
 from processman.domain.environment import child_environment
 from processman.domain.errors import (
@@ -454,12 +454,16 @@ class ProcessRunner:
                 await self._apply(ProbeFailed(reason))
 
     async def _stop(self, handle: ProcessHandle, signal: str, grace: float) -> int | None:
-        """Stop a tree; ``kill_now`` can cut its grace short meanwhile."""
+        """Stop a tree; ``kill_now`` can cut its grace short meanwhile. Return once its
+        last lines are in the sinks too, and its pipes are closed."""
         self._stopping.add(handle)
         try:
-            return await handle.stop(signal, grace)
+            code = await handle.stop(signal, grace)
         finally:
             self._stopping.discard(handle)
+        with anyio.move_on_after(DRAIN_GRACE):
+            await self.output.wait_instance(handle)
+        return code
 
     async def _check_memory(self, handle: ProcessHandle, limit: int) -> None:
         """Where the kernel does not enforce ``maxMemory``: measure the tree every second
