@@ -251,21 +251,12 @@ def _api_socket(config: Config) -> socket.socket | None:
     """
     if not config.api.listen:
         return None
-    from processman.adapters.api_socket import bind, is_loopback, split_listen
+    from processman.adapters.api_socket import ApiSocketError, api_socket
 
-    host, port = split_listen(config.api.listen)
-    if _token(config) is None and not is_loopback(host):
-        raise ConfigError(
-            config.source,
-            "api.listen",
-            f"refusing to serve the API on {config.api.listen} without a token: a "
-            "non-loopback address needs api.token or PROCESSMAN_TOKEN",
-        )
     try:
-        return bind(host, port)
-    except OSError as exc:
-        reason = f"cannot listen on {config.api.listen}: {exc.strerror or exc}"
-        raise ConfigError(config.source, "api.listen", reason) from None
+        return api_socket(config.api.listen, _token(config))
+    except ApiSocketError as exc:
+        raise ConfigError(config.source, "api.listen", str(exc)) from None
 
 
 def _token(config: Config) -> str | None:

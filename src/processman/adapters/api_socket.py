@@ -1,14 +1,38 @@
 """The TCP socket the HTTP control API listens on (``api.listen``), bound up front.
 
-Shared by ``processman run`` and ``processman.testing``; standard library only, so that
-binding early (a busy port is a clear error before anything is spawned) loads nothing
-of the HTTP stack.
+Shared by ``processman run`` and ``processman.testing``, so that both keep SPEC §1's
+rule (a non-loopback address needs a token); standard library only, so that binding
+early (a busy port is a clear error before anything is spawned) loads nothing of the
+HTTP stack.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import socket
+
+
+class ApiSocketError(Exception):
+    """Why the API cannot be served on ``api.listen``, in one line."""
+
+
+def api_socket(listen: str, token: str | None) -> socket.socket:
+    """The listening socket of ``listen`` (``host:port``), refused without a ``token``
+    unless only this machine can reach it.
+
+    Raises:
+        ApiSocketError: refused, or the address is in use or cannot be bound.
+    """
+    host, port = split_listen(listen)
+    if token is None and not is_loopback(host):
+        raise ApiSocketError(
+            f"refusing to serve the API on {listen} without a token: a non-loopback "
+            "address needs api.token or PROCESSMAN_TOKEN"
+        )
+    try:
+        return bind(host, port)
+    except OSError as exc:
+        raise ApiSocketError(f"cannot listen on {listen}: {exc.strerror or exc}") from None
 
 
 def split_listen(listen: str) -> tuple[str, int]:

@@ -24,7 +24,7 @@ from loguru import logger
 
 from processman._version import __version__
 from processman.adapters._posix import cwd_problem
-from processman.adapters.api_socket import bind, is_loopback, split_listen
+from processman.adapters.api_socket import ApiSocketError, api_socket
 from processman.adapters.config import load_config
 from processman.adapters.control_socket import ControlSocket
 from processman.adapters.logs import add_console_sink, logs_dir_problem
@@ -307,16 +307,10 @@ def run(path: str | None, *, only: str | None = None, api: str | None = None) ->
     token = config.api.token or os.environ.get("PROCESSMAN_TOKEN") or None
     sock = None
     if config.api.listen:
-        host, port = split_listen(config.api.listen)
-        if token is None and not is_loopback(host):
-            return _fail(
-                f"refusing to serve the API on {config.api.listen} without a token: a "
-                "non-loopback address needs api.token or PROCESSMAN_TOKEN"
-            )
         try:
-            sock = bind(host, port)
-        except OSError as exc:
-            return _fail(f"cannot listen on {config.api.listen}: {exc.strerror or exc}")
+            sock = api_socket(config.api.listen, token)
+        except ApiSocketError as exc:
+            return _fail(str(exc))
     # before anything is spawned: a second run of one config would start it all twice
     directory = os.path.dirname(os.path.abspath(config.source))
     control, no_control = None, ""
